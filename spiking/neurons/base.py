@@ -94,9 +94,15 @@ class Cell(nn.Module):
         return self.neuron.step(x_t, state)
 
 
+def _dtype(learn: bool) -> torch.dtype:
+    # Fixed constants are kept in float64 (exactly what the user gave; cast to the input's
+    # compute dtype when used), learnable ones in the default dtype, as optimisers expect.
+    return torch.get_default_dtype() if learn else torch.float64
+
+
 def time_constant(value, name: str, *, learn: bool, shape=None, allow_inf: bool = False):
     """A validated time constant (seconds) as a Parameter (learn=True) or a buffer tensor."""
-    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
+    t = torch.as_tensor(value, dtype=_dtype(learn)).clone()
     if shape is not None:
         t = t.expand(shape).clone() if t.dim() == 0 else t
         if tuple(t.shape) != tuple(shape):
@@ -106,7 +112,7 @@ def time_constant(value, name: str, *, learn: bool, shape=None, allow_inf: bool 
 
 
 def finite_param(value, name: str, *, learn: bool, shape=None):
-    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
+    t = torch.as_tensor(value, dtype=_dtype(learn)).clone()
     if shape is not None and t.dim() == 0:
         t = t.expand(shape).clone()
     if not torch.isfinite(t).all():
