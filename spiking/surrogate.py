@@ -19,7 +19,8 @@ straight_through   2.0              alpha/2 where |x| < 1/alpha, else 0         
 
 ``superspike`` is an alias of ``fast_sigmoid`` (Zenke & Ganguli 2018). Defaults follow
 snnTorch (atan alpha=2, fast_sigmoid slope=25, sigmoid slope=25); Norse's "super" method is
-``fast_sigmoid`` with alpha=100.
+``fast_sigmoid`` with alpha=1 (Norse 1.1's SuperSpike backward is ``1/(|x|+1)^2`` and ignores
+its ``alpha``; checked in tests/test_interop.py).
 
 Register your own with :func:`register`; fused kernels only know the built-ins, so a custom
 surrogate runs on the reference backend (``backend="auto"`` says so once in the log).
