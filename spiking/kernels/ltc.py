@@ -189,3 +189,6 @@ def op_counts(shape_tbn, p: LTCParams) -> dict[str, int]:
     }
     return {key: val * t * b for key, val in per_step.items()}
 
+
+
+dispatch.register_fused("ltc", "cpu", "spiking.kernels.cpu.ltc:run")

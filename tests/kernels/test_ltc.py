@@ -228,3 +228,60 @@ def test_op_counts_scale_with_unfolds():
     assert c["membrane_updates"] == 10 * 4 * 2
     c3 = K.op_counts((5, 2, 3), p._replace(ode_unfolds=3))
     assert c3["synaptic_ops"] - c["synaptic_ops"] == 10 * 7 * 16
+
+
+# ---- fused CPU path (numba) vs the reference: outputs, final state, every gradient
+
+FUSED_CASES = [(1, 1, 1, 1, 1, None), (5, 3, 2, 4, 3, "tb"), (4, 2, 3, 7, 2, "t"),
+               (3, 4, 1, 5, 6, "tb")]
+
+
+def _run_with_grads(fn, x, v0, ts, p, names):
+    leaves = [getattr(p, k).clone().requires_grad_() for k in names]
+    xx, vv = x.clone().requires_grad_(), v0.clone().requires_grad_()
+    tt = None if ts is None else ts.clone().requires_grad_()
+    y, st, tr = fn(xx, K.LTCState(vv), p._replace(**dict(zip(names, leaves))), record=True,
+                   timespans=tt)
+    (y.sin().sum() + (st.v ** 2).sum() + tr.v.cos().sum()).backward()
+    grads = [xx.grad, vv.grad] + ([] if tt is None else [tt.grad]) + [a.grad for a in leaves]
+    return [y, st.v, tr.v], grads
+
+
+@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind", FUSED_CASES)
+def test_fused_cpu_equals_reference_outputs_state_and_gradients(T, B, n_in, n, k, ts_kind):
+    cpu = pytest.importorskip("spiking.kernels.cpu.ltc")
+    p = random_params(n_in=n_in, n=n, ode_unfolds=k, seed=T + n)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, n_in, generator=g, dtype=D)
+    v0 = torch.randn(B, n, generator=g, dtype=D) * 0.3
+    ts = {None: None, "t": torch.rand(T, generator=g, dtype=D) * 2e-3 + 1e-4,
+          "tb": torch.rand(T, B, generator=g, dtype=D) * 2e-3 + 1e-4}[ts_kind]
+    names = [f for f, v in p._asdict().items() if isinstance(v, torch.Tensor)]
+    before = dict(cpu.CALLS)
+    out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
+    out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cpu", **kw), x, v0, ts, p,
+                                 names)
+    assert cpu.CALLS["fwd"] == before["fwd"] + 1 and cpu.CALLS["bwd"] == before["bwd"] + 1
+    for a, b in zip(out_r, out_f):
+        assert torch.isfinite(b).all()
+        assert (a - b).abs().max() <= 1e-10
+    for name, a, b in zip(["x", "v0"] + (["timespans"] if ts is not None else []) + names,
+                          g_r, g_f):
+        assert b is not None and (a - b).abs().max() <= 1e-10, name
+
+
+def test_fused_cpu_float32_auto_and_empty_sequence():
+    cpu = pytest.importorskip("spiking.kernels.cpu.ltc")
+    p = random_params()
+    p32 = p._replace(**{f: v.float() for f, v in p._asdict().items()
+                        if isinstance(v, torch.Tensor)})
+    x = torch.randn(6, 2, 3)
+    st = K.LTCState(torch.zeros(2, 4))
+    y_r, s_r = K.reference(x, st, p32)
+    n = cpu.CALLS["fwd"]
+    y_f, s_f = K.run(x, st, p32, backend="auto")
+    assert cpu.CALLS["fwd"] == n + 1 and y_f.dtype == torch.float32
+    assert torch.allclose(y_r, y_f, atol=1e-5, rtol=0)
+    assert torch.allclose(s_r.v, s_f.v, atol=1e-5, rtol=0)
+    y0, s0 = K.run(x[:0], st, p32, backend="cpu")
+    assert y0.shape == (0, 2, 4) and torch.equal(s0.v, st.v)

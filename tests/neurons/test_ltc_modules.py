@@ -25,7 +25,7 @@ KINDS = ["ltc", "cfc"]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cell_step_equals_sequence_with_irregular_timespans(kind):
-    m = make(kind)
+    m = make(kind, backend="reference")  # the fused LTC path is compared in tests/kernels
     x = torch.randn(5, 2, 3, dtype=D)
     ts = torch.rand(5, 2, dtype=D) * 2e-3 + 1e-4
     y, st = m(x, timespans=ts)
@@ -38,7 +38,7 @@ def test_cell_step_equals_sequence_with_irregular_timespans(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_timespans_all_dt_equal_default_and_state_continues(kind):
-    m = make(kind)
+    m = make(kind, backend="reference")
     x = torch.randn(6, 3, 3, dtype=D)
     y, _st = m(x)
     y2, _ = m(x, timespans=torch.full((6, 3), m.dt, dtype=D))
@@ -53,7 +53,7 @@ def test_timespans_all_dt_equal_default_and_state_continues(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_first(kind):
-    m = make(kind)
+    m = make(kind, backend="reference")
     x = torch.randn(4, 2, 3, dtype=D)
     ts = torch.rand(4, 2, dtype=D) * 1e-3 + 1e-4
     y, st = m(x, timespans=ts)
