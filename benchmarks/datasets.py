@@ -18,7 +18,6 @@ cache).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import time
@@ -106,21 +105,16 @@ def bench_binning(args):
 
 
 def bench_audio(args):
-    """Audio-to-spikes vs lauscher: delegated to ``spiking.datasets.audio.bench`` if present."""
+    """Audio-to-spikes vs lauscher: rows from ``spiking.datasets.audio.bench(args)`` if present."""
     try:
-        mod = importlib.import_module("spiking.datasets.audio.bench")
-    except ModuleNotFoundError:
-        try:
-            mod = importlib.import_module("spiking.datasets.audio")
-        except ModuleNotFoundError:
-            print("audio: spiking.datasets.audio not available; skipped")
-            return
-    fn = getattr(mod, "bench", None)
-    if fn is None:
-        print("audio: spiking.datasets.audio has no bench(args); skipped")
+        from spiking.datasets.audio import bench
+    except ImportError:
+        print("audio: spiking.datasets.audio.bench not available; skipped")
         return
-    for r in fn(args) or []:
-        ROWS.append(tuple(r))
+    for r in bench(args) or []:
+        if not isinstance(r, (tuple, list)) or len(r) != 5:
+            raise ValueError(f"audio bench rows must be (what, unit, ours, peer, speed-up): {r!r}")
+        ROWS.append(tuple(str(v) for v in r))
 
 
 def main(argv=None):
@@ -132,6 +126,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--only", default="decode,shd,binning,audio")
+    ap.add_argument("--clips", type=int, default=3, help="audio: FSDD clips to convert")
+    ap.add_argument("--lauscher", action="store_true",
+                    help="audio: also time lauscher on one clip (slow: about a minute)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
