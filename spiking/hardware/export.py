@@ -1,0 +1,358 @@
+r"""NIR export and import (Pedersen et al. 2024, "Neuromorphic intermediate representation",
+Nat. Commun.; the ``nir`` package defines each node's continuous-time equations).
+
+One mapping ``{module type: to_nir}`` and its inverse. NIR's neurons are ODEs; ours are their
+discretisations (:mod:`spiking.kernels.lif`). For a LIF with decay ``a`` and input gain ``g``
+(``h = a v + (1 - a) v_leak + g x``), NIR's LIF ``tau dv/dt = (v_leak - v) + r I`` gives
+
+- ``discretization="exp"`` (zero-order hold, exact for a constant input over a step):
+  ``a = exp(-dt/tau)`` and ``(1 - a) r = g``, so ``r = g / (1 - a)``;
+- ``discretization="euler"``: ``a = 1 - dt/tau`` and ``(dt/tau) r = g``, so ``r = g tau / dt``
+  (``r = tau/dt`` without input normalisation: snnTorch's NIR convention).
+
+``tau = tau_mem``, ``v_threshold = threshold``, ``v_leak``, ``v_reset`` as they are. CubaLIF's
+current ``tau_syn dI/dt = -I + w_in S`` maps the same way: ``w_in = 1/(1 - a_syn)`` (exp) or
+``tau_syn/dt`` (Euler), so that ``I`` equals our ``i``. LI -> ``LI`` (``CubaLI`` with a synapse).
+Linear -> ``Affine`` (``Linear`` without bias), Conv1d/2d -> ``Conv1d``/``Conv2d``, Flatten ->
+``Flatten`` (NIR shapes exclude the batch: ``start_dim - 1``), a
+:class:`~spiking.models.recurrent.Recurrent` -> its input ``Affine`` followed by a subgraph
+``input -> LIF -> output`` with the recurrent edge ``LIF -> W_rec -> LIF`` (snnTorch's RLeaky
+layout). What NIR cannot express is kept in each node's ``metadata`` under ``spiking_*`` keys
+(discretisation, ``dt``, reset kind — NIR resets to ``v_reset``, our ``subtract`` reset is not
+expressible —, reset delay, current ordering, ALIF adaptation, surrogate); partitions and
+quantisation go to a JSON sidecar (``write_nir(..., sidecar=...)``). :func:`from_nir` reads
+the metadata back, so ``module -> NIR -> file -> module`` gives identical outputs; graphs from
+other tools (no metadata) are read with Euler discretisation and ``dt`` given by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import spiking
+from spiking.kernels import common
+from spiking.models.recurrent import Recurrent
+
+META_VERSION = 1
+
+
+def _arr(t, shape) -> np.ndarray:
+    a = torch.as_tensor(t).detach().to(torch.float64).cpu().numpy()
+    return np.broadcast_to(a, shape).copy()
+
+
+def _gain_decay(neuron, tau, dt):
+    a = common.decay(dt, torch.as_tensor(tau, dtype=torch.float64).clamp_min(1e-300),
+                     neuron.discretization)
+    g = (1 - a) if neuron.normalize_input else torch.ones_like(a)
+    return a, g
+
+
+def _r(neuron, tau, dt, shape):
+    a, g = _gain_decay(neuron, tau, dt)
+    if neuron.discretization == "exp":
+        r = torch.where(a < 1, g / (1 - a).clamp_min(1e-300), torch.full_like(a, np.inf))
+    else:
+        r = g * torch.as_tensor(tau, dtype=torch.float64) / dt
+    return _arr(r, shape)
+
+
+def _w_in(neuron, tau_syn, dt, shape):
+    a = common.decay(dt, torch.as_tensor(tau_syn, dtype=torch.float64), neuron.discretization)
+    w = 1 / (1 - a) if neuron.discretization == "exp" else torch.as_tensor(
+        tau_syn, dtype=torch.float64) / dt
+    return _arr(w, shape)
+
+
+def _neuron_meta(m, shape) -> dict:
+    meta = {"spiking_version": META_VERSION, "spiking_kind": type(m).__name__,
+            "spiking_dt": float(m.dt), "spiking_discretization": m.discretization,
+            "spiking_normalize_input": int(m.normalize_input)}
+    if hasattr(m, "reset"):
+        meta.update(spiking_reset=m.reset, spiking_reset_delay=int(m.reset_delay),
+                    spiking_current_first=int(m.current_first),
+                    spiking_surrogate=m.surrogate.name,
+                    spiking_surrogate_alpha=float(m.surrogate.alpha))
+        if m.tau_adapt is not None:
+            meta["spiking_tau_adapt"] = np.atleast_1d(_arr(m.tau_adapt, shape))
+            meta["spiking_adapt_jump"] = np.atleast_1d(_arr(m.adapt_jump, shape))
+    return meta
+
+
+def _neuron_to_nir(m, shape):
+    import nir
+
+    dt, meta = m.dt, _neuron_meta(m, shape)
+    vleak = _arr(m.v_leak, shape)
+    if isinstance(m, spiking.LI):
+        if m.tau_syn is None:
+            return nir.LI(tau=_arr(m.tau_mem, shape), r=_r(m, m.tau_mem, dt, shape),
+                          v_leak=vleak, metadata=meta)
+        return nir.CubaLI(tau_syn=_arr(m.tau_syn, shape), tau_mem=_arr(m.tau_mem, shape),
+                          r=_r(m, m.tau_mem, dt, shape), v_leak=vleak,
+                          w_in=_w_in(m, m.tau_syn, dt, shape), metadata=meta)
+    common_kw = {"v_threshold": _arr(m.threshold, shape), "v_leak": vleak,
+                     "v_reset": _arr(m.v_reset, shape), "metadata": meta}
+    if m.tau_syn is None:
+        return nir.LIF(tau=_arr(m.tau_mem, shape), r=_r(m, m.tau_mem, dt, shape), **common_kw)
+    return nir.CubaLIF(tau_syn=_arr(m.tau_syn, shape), tau_mem=_arr(m.tau_mem, shape),
+                       r=_r(m, m.tau_mem, dt, shape), w_in=_w_in(m, m.tau_syn, dt, shape),
+                       **common_kw)
+
+
+def _linear_to_nir(m: nn.Linear, meta=None):
+    import nir
+
+    w = m.weight.detach().cpu().numpy()
+    if m.bias is None:
+        return nir.Linear(weight=w, metadata=meta or {})
+    return nir.Affine(weight=w, bias=m.bias.detach().cpu().numpy(), metadata=meta or {})
+
+
+def _conv_to_nir(m, in_shape):
+    import nir
+
+    cls = nir.Conv2d if isinstance(m, nn.Conv2d) else nir.Conv1d
+    spatial = tuple(in_shape[1:]) if isinstance(m, nn.Conv2d) else int(in_shape[1])
+    one = (lambda v: v[0]) if isinstance(m, nn.Conv1d) else tuple
+    bias = (m.bias.detach().cpu().numpy() if m.bias is not None
+            else np.zeros(m.out_channels, dtype=m.weight.detach().cpu().numpy().dtype))
+    return cls(input_shape=spatial, weight=m.weight.detach().cpu().numpy(),
+               stride=one(m.stride), padding=one(m.padding), dilation=one(m.dilation),
+               groups=m.groups, bias=bias, metadata={"spiking_bias": int(m.bias is not None)})
+
+
+def _recurrent_to_nir(m: Recurrent, shape):
+    import nir
+
+    if m.recurrent_kind != "dense":
+        w_rec = np.diag(_arr(m.recurrent_weight, shape)).astype(np.float32)
+        b_rec = None if m.recurrent_bias is None else m.recurrent_bias.detach().numpy()
+    else:
+        w = m.recurrent.weight.detach()
+        if not m.autapses:
+            w = w * m._autapse_mask
+        w_rec = w.cpu().numpy()
+        b_rec = None if m.recurrent.bias is None else m.recurrent.bias.detach().cpu().numpy()
+    rec = (nir.Linear(weight=w_rec) if b_rec is None else nir.Affine(weight=w_rec, bias=b_rec))
+    nodes = {"input": nir.Input(input_type=np.array(shape)),
+             "lif": _neuron_to_nir(m.neuron, shape), "w_rec": rec,
+             "output": nir.Output(output_type=np.array(shape))}
+    edges = [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata={"spiking_kind": "Recurrent",
+                                  "spiking_recurrent": m.recurrent_kind})
+
+
+def to_nir(model: nn.Module, example: torch.Tensor):
+    """A ``nir.NIRGraph`` of ``model`` (a :class:`spiking.Sequential` or a single layer).
+
+    ``example`` is one input ``[T, B, ...]``; it fixes every layer's shape (NIR nodes carry
+    shapes without the batch)."""
+    import nir
+
+    layers = list(model) if isinstance(model, nn.Sequential) else [model]
+    seq = model if isinstance(model, spiking.Sequential) else spiking.Sequential(*layers)
+    with torch.no_grad():
+        _, _, outs = seq(example, record=True)
+    shapes = [tuple(example.shape[2:])] + [tuple(o.shape[2:]) for o in outs]
+    nodes = {"input": nir.Input(input_type=np.array(shapes[0]))}
+    edges, prev = [], "input"
+    for i, layer in enumerate(layers):
+        in_shape, out_shape = shapes[i], shapes[i + 1]
+        name = f"{i}"
+        if isinstance(layer, Recurrent):
+            if layer.input is not None:
+                nodes[f"{i}_in"] = _linear_to_nir(layer.input)
+                edges.append((prev, f"{i}_in"))
+                prev = f"{i}_in"
+            node = _recurrent_to_nir(layer, out_shape)
+        elif isinstance(layer, nn.Linear):
+            node = _linear_to_nir(layer)
+        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            node = _conv_to_nir(layer, in_shape)
+        elif isinstance(layer, nn.Flatten):
+            end = layer.end_dim if layer.end_dim < 0 else layer.end_dim - 1
+            node = nir.Flatten(input_type={"input": np.array(in_shape)},
+                               start_dim=layer.start_dim - 1, end_dim=end)
+        elif isinstance(layer, (spiking.LIF, spiking.CubaLIF, spiking.ALIF, spiking.LI)):
+            node = _neuron_to_nir(layer, out_shape)
+        else:
+            raise TypeError(f"to_nir: layer {i} of type {type(layer).__name__} has no NIR "
+                             f"mapping; supported: Linear, Conv1d, Conv2d, Flatten, LIF, "
+                             f"CubaLIF, ALIF (as LIF + metadata), LI, Recurrent")
+        nodes[name] = node
+        edges.append((prev, name))
+        prev = name
+    nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata={"spiking_version": META_VERSION, "producer": "spiking"})
+
+
+# ----------------------------------------------------------------------------- import
+def _meta(node) -> dict:
+    out = {}
+    for k, v in (getattr(node, "metadata", None) or {}).items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind in "SUO":
+            v = v.item().decode() if isinstance(v.item(), bytes) else str(v.item())
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _neuron_from_nir(node, dt: float):
+    import nir
+
+    meta = _meta(node)
+    dt = float(meta.get("spiking_dt", dt))
+    disc = meta.get("spiking_discretization", "euler")
+    norm = bool(meta.get("spiking_normalize_input", 0))
+    t64 = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64).flatten())
+    if isinstance(node, (nir.LI, nir.CubaLI)):
+        tau = node.tau if isinstance(node, nir.LI) else node.tau_mem
+        v_leak = float(np.asarray(node.v_leak).flatten()[0])
+        m = spiking.LI(tau_mem=t64(tau), dt=dt, n_neurons=t64(tau).numel(),
+                       tau_syn=t64(node.tau_syn) if isinstance(node, nir.CubaLI) else None,
+                       v_leak=v_leak, normalize_input=norm, discretization=disc)
+        return m
+    tau = node.tau if isinstance(node, nir.LIF) else node.tau_mem
+    n = t64(tau).numel()
+    kw = {"threshold": t64(node.v_threshold), "dt": dt, "n_neurons": n, "discretization": disc,
+              "normalize_input": norm, "v_leak": float(np.asarray(node.v_leak).flatten()[0]),
+              "v_reset": float(np.asarray(node.v_reset).flatten()[0]),
+              "reset": meta.get("spiking_reset", "zero"),
+              "surrogate": meta.get("spiking_surrogate", "atan"),
+              "surrogate_alpha": meta.get("spiking_surrogate_alpha")}
+    kind = meta.get("spiking_kind")
+    if kind == "ALIF":
+        return spiking.ALIF(tau_mem=t64(tau), tau_adapt=t64(meta["spiking_tau_adapt"]),
+                            adapt_jump=t64(meta["spiking_adapt_jump"]),
+                            tau_syn=t64(node.tau_syn) if isinstance(node, nir.CubaLIF) else None,
+                            current_first=bool(meta.get("spiking_current_first", 1)), **kw)
+    kw["reset_delay"] = bool(meta.get("spiking_reset_delay", 0))
+    if isinstance(node, nir.LIF):
+        return spiking.LIF(tau_mem=t64(tau), **kw)
+    return spiking.CubaLIF(tau_mem=t64(tau), tau_syn=t64(node.tau_syn),
+                           current_first=bool(meta.get("spiking_current_first", 1)), **kw)
+
+
+def _linear_from_nir(node) -> nn.Linear:
+    w = torch.as_tensor(np.asarray(node.weight))
+    bias = getattr(node, "bias", None)
+    m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, dtype=w.dtype)
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if bias is not None:
+            m.bias.copy_(torch.as_tensor(np.asarray(bias)))
+    return m
+
+
+def _chain(graph) -> list:
+    succ = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+    start = next(k for k, v in graph.nodes.items() if type(v).__name__ == "Input")
+    order, cur = [], start
+    while True:
+        nxt = succ.get(cur, [])
+        if len(nxt) != 1:
+            if not nxt:
+                return order
+            raise ValueError(f"from_nir: node {cur!r} has {len(nxt)} successors; only chains "
+                             f"(and recurrent subgraphs) are supported")
+        cur = nxt[0]
+        if type(graph.nodes[cur]).__name__ == "Output":
+            return order
+        order.append(cur)
+
+
+def from_nir(graph, *, dt: float = 1e-3) -> spiking.Sequential:
+    """A :class:`spiking.Sequential` from a NIR graph (or a path to a ``.nir`` file)."""
+    import nir
+
+    if isinstance(graph, (str, Path)):
+        if not Path(graph).is_file():
+            raise FileNotFoundError(f"NIR file {graph} not found")
+        graph = nir.read(str(graph))
+    layers = []
+    for key in _chain(graph):
+        node = graph.nodes[key]
+        if isinstance(node, nir.NIRGraph):
+            neuron_node = next(v for v in node.nodes.values()
+                               if isinstance(v, (nir.LIF, nir.CubaLIF)))
+            w = next(v for v in node.nodes.values() if isinstance(v, (nir.Linear, nir.Affine)))
+            neuron = _neuron_from_nir(neuron_node, dt)
+            hidden = np.asarray(w.weight).shape[0]
+            rec = Recurrent(neuron, hidden_size=hidden,
+                            recurrent_bias=isinstance(w, nir.Affine))
+            lin = _linear_from_nir(w)
+            with torch.no_grad():
+                rec.recurrent.weight.copy_(lin.weight)
+                if lin.bias is not None:
+                    rec.recurrent.bias.copy_(lin.bias)
+            layers.append(rec)
+        elif isinstance(node, (nir.Affine, nir.Linear)):
+            layers.append(_linear_from_nir(node))
+        elif isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            w = torch.as_tensor(np.asarray(node.weight))
+            cls = nn.Conv2d if isinstance(node, nir.Conv2d) else nn.Conv1d
+            has_bias = bool(_meta(node).get("spiking_bias", 1))
+            ints = (lambda v: v if isinstance(v, str) else tuple(int(i) for i in np.atleast_1d(v)))
+            m = cls(w.shape[1] * node.groups, w.shape[0], tuple(w.shape[2:]),
+                    stride=ints(node.stride), padding=ints(node.padding),
+                    dilation=ints(node.dilation),
+                    groups=node.groups, bias=has_bias, dtype=w.dtype)
+            with torch.no_grad():
+                m.weight.copy_(w)
+                if has_bias:
+                    m.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+            layers.append(m)
+        elif isinstance(node, nir.Flatten):
+            end = node.end_dim if node.end_dim < 0 else node.end_dim + 1
+            layers.append(nn.Flatten(node.start_dim + 1, end))
+        elif isinstance(node, (nir.LIF, nir.CubaLIF, nir.LI, nir.CubaLI)):
+            layers.append(_neuron_from_nir(node, dt))
+        else:
+            raise TypeError(f"from_nir: node {key!r} of type {type(node).__name__} has no "
+                             f"spiking counterpart")
+    return spiking.Sequential(*layers)
+
+
+def write_nir(model: nn.Module, example: torch.Tensor, path, *, sidecar: dict | None = None
+              ) -> Path:
+    """Write ``model`` as a NIR file (``nir.write``); ``sidecar`` (e.g. partitions,
+    quantisation) goes to ``<path>.spiking.json`` beside it. Returns the path."""
+    import nir
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    nir.write(str(tmp), to_nir(model, example))
+    tmp.replace(path)
+    if sidecar is not None:
+        side = path.with_name(path.name + ".spiking.json")
+        tmp_side = side.with_name(side.name + ".tmp")
+        tmp_side.write_text(json.dumps(sidecar, indent=2, default=_jsonable))
+        tmp_side.replace(side)
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_nir(path, *, dt: float = 1e-3) -> spiking.Sequential:
+    return from_nir(path, dt=dt)
