@@ -192,3 +192,4 @@ def op_counts(shape_tbn, p: LTCParams) -> dict[str, int]:
 
 
 dispatch.register_fused("ltc", "cpu", "spiking.kernels.cpu.ltc:run")
+dispatch.register_fused("ltc", "cuda", "spiking.kernels.cuda_ltc:run")

@@ -1,0 +1,319 @@
+"""Fused CUDA LTC (cuda/ltc.cu + spiking.kernels.cuda_ltc) against the reference loop.
+
+Without a GPU: ltc.cu compiles with NVRTC for sm_80 and sm_90; the kernels themselves run on the
+CPU through a thread emulator (one std::thread per CUDA thread, __syncthreads = std::barrier),
+driven by the real host code, and match the reference's outputs and every gradient; the fake
+(meta) impls of the custom ops give the right shapes. With a GPU: outputs, final state and all
+gradients against the reference for float64/float32/float16/bfloat16, awkward sizes, the
+workspace and shared-slice paths, a side stream, opcheck and torch.compile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from test_ltc import _run_with_grads, random_params  # tests/kernels is on sys.path
+
+from spiking.kernels import dispatch, nvrtc
+from spiking.kernels import ltc as K
+
+CL = pytest.importorskip("spiking.kernels.cuda_ltc")
+D = torch.float64
+SRC = nvrtc.CUDA_DIR / "ltc.cu"
+GPU = torch.cuda.is_available()
+try:
+    import cupy  # noqa: F401
+    CUPY = True
+except Exception:  # noqa: BLE001 - any import failure means no cupy
+    CUPY = False
+_skip = pytest.mark.skipif(not (GPU and CUPY), reason=(
+    f"needs a CUDA GPU and cupy (torch.cuda.is_available() is {GPU}, cupy importable: {CUPY})"))
+
+
+def needs_gpu(fn):
+    return pytest.mark.cuda(_skip(fn))
+KERNELS = ("ltc_fwd_f32", "ltc_fwd_f64", "ltc_bwd_f32", "ltc_bwd_f64")
+
+
+# ---- without a GPU ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_nvrtc_compiles_ltc_cu(arch):
+    try:
+        nvrtc.load()
+    except OSError as e:
+        pytest.skip(f"libnvrtc not available: {e}")
+    r = nvrtc.compile_source(SRC, arch)
+    assert r.ok, r.log
+    assert "warning" not in r.log.lower(), r.log
+    assert r.binary_bytes > 0
+    text = SRC.read_text()
+    for name in KERNELS:  # every name the loader launches is an extern "C" kernel
+        assert re.search(rf'extern "C" __global__ void {name}\(', text), name
+
+
+def test_registered_and_refuses_cpu_tensors():
+    assert "cuda" in dispatch.registered("ltc")
+    p = random_params()
+    x = torch.randn(3, 2, 3, dtype=D)
+    with pytest.raises(dispatch.BackendUnavailable, match="cuda"):
+        K.run(x, K.LTCState(torch.zeros(2, 4, dtype=D)), p, backend="cuda")
+    with pytest.raises(dispatch.BackendUnavailable, match="CUDA tensors"):
+        CL.run(x, K.LTCState(torch.zeros(2, 4, dtype=D)), p)
+
+
+def test_fake_impls_give_shapes_on_meta():
+    t, b, n = 5, 3, 7
+    m = lambda *s: torch.empty(*s, device="meta")
+    args = (m(b, n), m(t, b), m(t, b, n), m(t, b, n), m(n), m(n, n), m(n, n), m(n, n), m(n, n),
+            m(n), m(n))
+    traj = CL.ltc_fwd(*args, 1e-8, 3)
+    assert traj.shape == (t, b, n) and traj.device.type == "meta"
+    grads = CL.ltc_bwd(m(t, b, n), traj, *args, 1e-8, 3)
+    assert [tuple(g.shape) for g in grads] == [tuple(a.shape) for a in args]
+
+
+# The shim maps the CUDA built-ins used by ltc.cu onto C++20 threads; blocks run one at a time.
+SHIM = r"""
+#include <math.h>
+#include <atomic>
+#include <barrier>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct Idx { int x; };
+thread_local Idx threadIdx, blockIdx;
+Idx blockDim;
+static std::barrier<>* g_bar;
+static unsigned char* ltc_smem;
+inline void __syncthreads() { g_bar->arrive_and_wait(); }
+template <typename T> inline T atomicAdd(T* p, T v) {
+    std::atomic_ref<T> r(*p); T old = r.load();
+    while (!r.compare_exchange_weak(old, old + v)) {}
+    return old;
+}
+"""
+LAUNCHER = r"""
+template <typename F> static void launch(int blocks, int nt, int shared, F body) {
+    blockDim.x = nt;
+    for (int b = 0; b < blocks; ++b) {
+        std::vector<unsigned char> sm(shared, 0xff);   // NaN garbage, exactly `shared` bytes
+        ltc_smem = shared ? sm.data() : nullptr;
+        std::barrier<> bar(nt); g_bar = &bar;
+        std::vector<std::thread> th;
+        for (int t = 0; t < nt; ++t)
+            th.emplace_back([=]() { threadIdx.x = t; blockIdx.x = b; body(); });
+        for (auto& x : th) x.join();
+    }
+}
+#define EMU(NAME, ARGS, NAMES, C) extern "C" void emu_##NAME(int blocks, int nt, int shared, \
+    ARGS(C)) { launch(blocks, nt, shared, [=]() { NAME(NAMES); }); }
+EMU(ltc_fwd_f32, LTC_FWD_ARGS, LTC_FWD_NAMES, float)
+EMU(ltc_fwd_f64, LTC_FWD_ARGS, LTC_FWD_NAMES, double)
+EMU(ltc_bwd_f32, LTC_BWD_ARGS, LTC_BWD_NAMES, float)
+EMU(ltc_bwd_f64, LTC_BWD_ARGS, LTC_BWD_NAMES, double)
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("the CPU emulation of ltc.cu needs g++ (C++20)")
+    decl = "extern __shared__ __align__(16) unsigned char ltc_smem[];"
+    text = SRC.read_text()
+    assert decl in text
+    d = tmp_path_factory.mktemp("ltc_emu")
+    (d / "emu.cpp").write_text(SHIM + text.replace(decl, "") + LAUNCHER)
+    lib = d / "libltc_emu.so"
+    r = subprocess.run([cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-o", str(lib),
+                        str(d / "emu.cpp"), "-lpthread"], check=False, capture_output=True,
+                       text=True)
+    if r.returncode != 0 and "barrier" in r.stderr:
+        pytest.skip(f"g++ lacks C++20 <barrier>: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def _emulated_launch(lib, launches):
+    conv = {np.uint64: lambda a: ctypes.c_void_p(int(a)), np.int32: ctypes.c_int,
+            np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+
+    def launch(name, dtype, device, blocks, nthreads, shared, args):
+        launches.append((name, blocks, nthreads, shared))
+        fn = getattr(lib, f"emu_{name}_{CL.SUFFIX[dtype]}")
+        fn.restype = None
+        fn(ctypes.c_int(blocks), ctypes.c_int(nthreads), ctypes.c_int(shared),
+           *[conv[type(a)](a.item() if type(a) is not np.uint64 else a) for a in args])
+    return launch
+
+
+def _inputs(T, B, n_in, n, k, ts_kind, seed):
+    p = random_params(n_in=n_in, n=n, ode_unfolds=k, seed=seed)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, n_in, generator=g, dtype=D)
+    v0 = torch.randn(B, n, generator=g, dtype=D) * 0.3
+    ts = {None: None, "t": torch.rand(T, generator=g, dtype=D) * 2e-3 + 1e-4,
+          "tb": torch.rand(T, B, generator=g, dtype=D) * 2e-3 + 1e-4}[ts_kind]
+    names = [f for f, v in p._asdict().items() if isinstance(v, torch.Tensor)]
+    return p, x, v0, ts, names
+
+
+def _compare(out_r, g_r, out_f, g_f, names, ts, tol):
+    for nm, a, b in zip(["y", "final v", "trajectory"], out_r, out_f):
+        assert torch.isfinite(b).all(), nm
+        err = (a.to(D) - b.to(D)).abs().max() / (1 + a.to(D).abs().max())
+        assert err <= tol, (nm, err.item())
+    for nm, a, b in zip(["x", "v0"] + (["timespans"] if ts is not None else []) + names,
+                        g_r, g_f):
+        assert b is not None and torch.isfinite(b).all(), nm
+        err = (a.to(D) - b.to(D)).abs().max() / (1 + a.to(D).abs().max())
+        assert err <= tol, (nm, err.item())
+
+
+# (T, B, N_in, N, K, timespans, patches): N = 70 with 32 threads loops 3 units per thread and
+# pads the reduction; SHARED_LIMIT = 0 takes the global-workspace path; the small
+# SYN_GRAD_BYTES makes 2 blocks of 5 share a synapse-gradient slice (atomic adds).
+EMU_CASES = [(1, 1, 1, 1, 1, None, {}), (5, 3, 2, 4, 3, "tb", {}),
+             (3, 2, 3, 70, 2, "t", {"MAX_THREADS": 32}),
+             (4, 3, 2, 9, 3, "tb", {"SHARED_LIMIT": 0}),
+             (3, 5, 2, 9, 2, "tb", {"SYN_GRAD_BYTES": 4 * 9 * 9 * 8 * 2})]
+
+
+@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind,patch", EMU_CASES)
+def test_emulated_kernels_equal_reference(emulator, monkeypatch, T, B, n_in, n, k, ts_kind,
+                                          patch):
+    launches = []
+    monkeypatch.setattr(CL, "_launch", _emulated_launch(emulator, launches))
+    for attr, val in patch.items():
+        monkeypatch.setattr(CL, attr, val)
+    p, x, v0, ts, names = _inputs(T, B, n_in, n, k, ts_kind, seed=T + n)
+    out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
+    out_f, g_f = _run_with_grads(lambda x, st, p, record, timespans: CL._run(
+        x, st, p, record, timespans), x, v0, ts, p, names)
+    assert [name for name, *_ in launches] == ["ltc_fwd", "ltc_bwd"]
+    assert all(blocks == B for _, blocks, _, _ in launches)
+    _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
+
+
+# ---- on a GPU ---------------------------------------------------------------------------------
+
+def _cuda(p, x, v0, ts, dtype=D, param_dtype=None):
+    pd = param_dtype or dtype
+    p = p._replace(**{f: v.to("cuda", pd) for f, v in p._asdict().items()
+                      if isinstance(v, torch.Tensor)})
+    return p, x.to("cuda", dtype), v0.to("cuda", dtype), None if ts is None else ts.to("cuda",
+                                                                                       pd)
+
+
+GPU_CASES = [(1, 1, 1, 1, 1, None), (6, 3, 2, 33, 3, "tb"), (4, 2, 3, 300, 2, "t"),
+             (3, 5, 4, 19, 6, "tb")]
+
+
+@needs_gpu
+@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind", GPU_CASES)
+def test_cuda_float64_equals_reference(T, B, n_in, n, k, ts_kind):
+    p, x, v0, ts, names = _inputs(T, B, n_in, n, k, ts_kind, seed=T + n)
+    p, x, v0, ts = _cuda(p, x, v0, ts)
+    before = dict(CL.CALLS)
+    out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
+    out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cuda", **kw), x, v0, ts,
+                                 p, names)
+    assert CL.CALLS == {"fwd": before["fwd"] + 1, "bwd": before["bwd"] + 1}
+    _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
+
+
+@needs_gpu
+@pytest.mark.parametrize("patch", [{"SHARED_LIMIT": 0}, {"SYN_GRAD_BYTES": 4 * 40 * 40 * 8}])
+def test_cuda_workspace_and_shared_slices(monkeypatch, patch):
+    for attr, val in patch.items():
+        monkeypatch.setattr(CL, attr, val)
+    p, x, v0, ts, names = _inputs(5, 4, 3, 40, 3, "tb", seed=2)
+    p, x, v0, ts = _cuda(p, x, v0, ts)
+    out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
+    out_f, g_f = _run_with_grads(lambda *a, **kw: CL.run(*a, **kw), x, v0, ts, p, names)
+    _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
+
+
+def _ref_in(dtype):
+    """The reference on the same inputs, outputs rounded to the input dtype as the fused path
+    returns them (float16/bfloat16 are computed in float32 by both)."""
+    def f(x, st, p, record, timespans):
+        y, fin, tr = K.reference(x, st, p, record=record, timespans=timespans)
+        return y.to(dtype), K.LTCState(fin.v.to(dtype)), K.LTCState(tr.v.to(dtype))
+    return f
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float16, 4 * 2 ** -10),
+                                       (torch.bfloat16, 4 * 2 ** -7)])
+def test_cuda_low_precision_inputs(dtype, tol):
+    p, x, v0, _, names = _inputs(7, 3, 3, 45, 3, None, seed=5)
+    # the reference rounds timespans to the input dtype: use ones exact in float16/bfloat16
+    ts = torch.randint(1, 9, (7, 3), generator=torch.Generator().manual_seed(0)) * 2.0 ** -12
+    p, x, v0, ts = _cuda(p, x, v0, ts, dtype=dtype, param_dtype=torch.float32)
+    out_r, g_r = _run_with_grads(_ref_in(dtype), x, v0, ts, p, names)
+    out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cuda", **kw), x, v0, ts,
+                                 p, names)
+    assert out_f[0].dtype == dtype and out_f[1].dtype == dtype
+    _compare(out_r, g_r, out_f, g_f, names, ts, tol)
+
+
+@needs_gpu
+def test_cuda_auto_dispatch_side_stream_and_empty_sequence():
+    p, x, v0, ts, _ = _inputs(6, 2, 3, 8, 2, "t", seed=1)
+    p, x, v0, ts = _cuda(p, x, v0, ts, dtype=torch.float32)
+    y_r, s_r = K.reference(x, K.LTCState(v0), p, timespans=ts)
+    n = CL.CALLS["fwd"]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        y_f, s_f = K.run(x, K.LTCState(v0), p, backend="auto", timespans=ts)
+    torch.cuda.current_stream().wait_stream(s)
+    assert CL.CALLS["fwd"] == n + 1
+    assert torch.allclose(y_f, y_r, atol=2e-5, rtol=0)
+    assert torch.allclose(s_f.v, s_r.v, atol=2e-5, rtol=0)
+    y0, s0 = K.run(x[:0], K.LTCState(v0), p, backend="cuda")
+    assert y0.shape == (0, 2, 8) and torch.equal(s0.v, v0)
+
+
+@needs_gpu
+def test_cuda_opcheck_and_torch_compile():
+    p, x, v0, ts, names = _inputs(5, 3, 2, 21, 3, "tb", seed=3)
+    p, x, v0, ts = _cuda(p, x, v0, ts, dtype=torch.float32)
+    t, b, n = 5, 3, 21
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.rand(*s, device="cuda", generator=g)
+    args = (v0, r(t, b) * 1e-3 + 1e-4, r(t, b, n), r(t, b, n), p.cm, p.w, p.sigma, p.mu, p.erev,
+            p.gleak, p.vleak, 1e-8, 3)
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(CL.ltc_fwd, args)
+
+    def f(x, v0, ts, *ps):
+        q = p._replace(**dict(zip(names, ps)))
+        y, st = CL.run(x, K.LTCState(v0), q, timespans=ts)
+        return y.sin().sum() + (st.v ** 2).sum()
+
+    def grads(fn):
+        leaves = [a.detach().clone().requires_grad_() for a in (x, v0, ts)]
+        ps = [getattr(p, k).detach().clone().requires_grad_() for k in names]
+        loss = fn(*leaves, *ps)
+        loss.backward()
+        return [loss] + [a.grad for a in leaves + ps]
+
+    eager = grads(f)
+    n_fwd = CL.CALLS["fwd"]
+    compiled = grads(torch.compile(f))
+    assert CL.CALLS["fwd"] > n_fwd  # the compiled graph calls the fused kernel
+    for a, c in zip(eager, compiled):
+        assert torch.allclose(a, c, atol=1e-5, rtol=1e-4)
