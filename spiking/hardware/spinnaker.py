@@ -1,0 +1,316 @@
+"""SpiNNaker-like mapping: populations onto cores and chips, fixed-point weights, multicast
+routing keys, and an execution profile from recorded activity.
+
+Machine (:class:`Machine`, preset :data:`SPINNAKER2`): cores per chip, neurons and synapse
+memory per core, clock, time step, cycles per synaptic event / neuron update, energy per
+event / update / packet, idle power. SpiNNaker 2 figures: 152 ARM Cortex-M4F processing
+elements per chip with 128 KB local SRAM each and a 16,384-entry multicast router (SpiNNaker2
+datasheet v0.03, 2021); 1 ms real-time steps (Mayr et al. 2019, arXiv:1911.02385). The per-core
+neuron limit (256), synapse budget (96 KB of the 128 KB for 4-byte synaptic words, the rest
+for code and neuron state), clock (150 MHz at near-threshold voltage; Höppner et al. 2021,
+arXiv:2103.08392, report DVFS levels up to 300 MHz) and cycle costs (10 cycles per synaptic
+event, 50 per neuron update: order of the SpiNNaker software stack's costs) are assumptions,
+flagged as such; energies come from ``profiles/spinnaker2.toml``.
+
+Mapping (:func:`map_network`): each population (a neuron layer) is split into slices of at
+most ``neurons_per_core`` neurons and as many as the synapse memory allows (incoming synapses
+of the slice x ``bytes_per_synapse``); slices fill cores chip by chip. Each source slice gets a
+routing key (``core_index << key_shift``) and mask (``0xFFFFFFFF << key_shift``): a spike of
+neuron ``j`` of the slice travels as ``key | j``. Each chip's table holds one entry per source
+slice with a target on that chip (checked against ``routing_entries``). Weights are quantised
+per projection to signed ``weight_bits`` fixed point with the largest fractional part that
+represents the largest magnitude (``w_q = round(w * 2^f)``, clipped); weights that become 0 and
+saturated weights are counted.
+
+Profile (:func:`execution_profile`): from spikes ``[T, N_pop]`` per population, per core and
+step: synaptic events (incoming spikes x their synapses on the core), neuron updates,
+packets sent (one per spike per source slice) and received (one per spike per target core),
+cycles = events x c_syn + updates x c_neuron, load = cycles / (clock x time step) (> 1: not
+real time), energy = events x e_syn + updates x e_neuron + packets x e_packet + idle power x
+cores x duration. All arrays are vectorised (numpy, scipy.sparse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str = "spinnaker2"
+    cores_per_chip: int = 152
+    neurons_per_core: int = 256
+    synapse_bytes_per_core: int = 96 * 1024
+    bytes_per_synapse: int = 4
+    routing_entries: int = 16384
+    clock_hz: float = 150e6
+    time_step_s: float = 1e-3
+    cycles_per_synaptic_event: float = 10.0
+    cycles_per_neuron_update: float = 50.0
+    e_synaptic_event_j: float = 10e-12
+    e_neuron_update_j: float = 50e-12
+    e_packet_j: float = 5e-12
+    p_idle_core_w: float = 100e-3 / 152
+    weight_bits: int = 16
+    key_shift: int = 11
+    source: str = ("SpiNNaker2 datasheet v0.03 (2021): 152 PEs/chip, 128 KB SRAM/PE, 16,384 "
+                   "router entries; energies from profiles/spinnaker2.toml; per-core limits, "
+                   "clock and cycle costs are assumptions (see module docstring)")
+
+
+SPINNAKER2 = Machine()
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Synapses from population ``pre`` to ``post``: COO arrays (pre index, post index)."""
+
+    name: str
+    pre: str
+    post: str
+    n_pre: int
+    n_post: int
+    pre_idx: np.ndarray
+    post_idx: np.ndarray
+    weight: np.ndarray
+    delay: np.ndarray                      # in time steps (>= 1)
+
+
+@dataclass(frozen=True)
+class Quantised:
+    weight_fixed: np.ndarray
+    frac_bits: int
+    bits: int
+    zeroed: int
+    saturated: int
+
+
+def quantise(w: np.ndarray, bits: int = 16) -> Quantised:
+    """Signed fixed point with the largest fractional part that holds ``max |w|``."""
+    w = np.asarray(w, dtype=np.float64)
+    qmax = 2 ** (bits - 1) - 1
+    amax = float(np.abs(w).max()) if w.size else 0.0
+    frac = bits - 1 if amax == 0 else int(np.floor(np.log2(qmax / amax)))
+    q = np.round(w * 2.0 ** frac)
+    sat = int(((q > qmax) | (q < -qmax - 1)).sum())
+    q = np.clip(q, -qmax - 1, qmax).astype(np.int32)
+    zeroed = int(((q == 0) & (w != 0)).sum())
+    return Quantised(q, frac, bits, zeroed, sat)
+
+
+@dataclass
+class Slice:
+    population: str
+    start: int
+    stop: int
+    chip: int
+    core: int
+    key: int
+    mask: int
+
+
+@dataclass
+class Mapping:
+    machine: Machine
+    populations: dict                       # name -> size
+    projections: list
+    slices: list
+    quantised: dict                         # projection name -> Quantised
+    tables: dict = field(default_factory=dict)   # chip -> list of (key, mask, target cores)
+
+    @property
+    def n_cores(self) -> int:
+        return len(self.slices)
+
+    def core_of(self, population: str) -> np.ndarray:
+        """Global core index of every neuron of ``population``."""
+        n = self.populations[population]
+        out = np.empty(n, dtype=np.int64)
+        for i, s in enumerate(self.slices):
+            if s.population == population:
+                out[s.start:s.stop] = i
+        return out
+
+
+def map_network(populations: dict, projections: list, machine: Machine = SPINNAKER2
+                ) -> Mapping:
+    """Partition ``populations`` (name -> neuron count) with ``projections`` onto ``machine``."""
+    fan_in = {p: np.zeros(n, dtype=np.int64) for p, n in populations.items()}
+    for pr in projections:
+        if pr.pre not in populations or pr.post not in populations:
+            raise ValueError(f"projection {pr.name!r} joins unknown populations "
+                             f"{pr.pre!r} -> {pr.post!r}")
+        np.add.at(fan_in[pr.post], pr.post_idx, 1)
+    max_syn = machine.synapse_bytes_per_core // machine.bytes_per_synapse
+    slices = []
+    for pop, n in populations.items():
+        cum = np.concatenate([[0], np.cumsum(fan_in[pop])])
+        start = 0
+        while start < n:
+            stop = min(start + machine.neurons_per_core, n)
+            # shrink until the incoming synapses fit the core's synapse memory
+            fit = int(np.searchsorted(cum, cum[start] + max_syn, side="right")) - 1
+            stop = max(start + 1, min(stop, fit))
+            if cum[stop] - cum[start] > max_syn:
+                raise ValueError(f"population {pop!r}: neuron {start} alone has "
+                                 f"{cum[stop] - cum[start]} synapses, more than a core holds "
+                                 f"({max_syn})")
+            k = len(slices)
+            slices.append(Slice(pop, start, stop, k // machine.cores_per_chip,
+                                k % machine.cores_per_chip, k << machine.key_shift,
+                                (0xFFFFFFFF << machine.key_shift) & 0xFFFFFFFF))
+            start = stop
+    if machine.neurons_per_core > (1 << machine.key_shift):
+        raise ValueError("key_shift leaves too few bits for the neurons of a core")
+    m = Mapping(machine, dict(populations), list(projections), slices,
+                {pr.name: quantise(pr.weight, machine.weight_bits) for pr in projections})
+    m.tables = routing_tables(m)
+    return m
+
+
+def routing_tables(m: Mapping) -> dict:
+    """Per chip: entries (key, mask, sorted target cores on that chip) for each source slice."""
+    tables: dict = {}
+    core_of = {p: m.core_of(p) for p in m.populations}
+    for s in m.slices:
+        targets = set()
+        for pr in m.projections:
+            if pr.pre != s.population:
+                continue
+            sel = (pr.pre_idx >= s.start) & (pr.pre_idx < s.stop)
+            targets.update(np.unique(core_of[pr.post][pr.post_idx[sel]]).tolist())
+        by_chip: dict = {}
+        for c in sorted(targets):
+            by_chip.setdefault(m.slices[c].chip, []).append(c)
+        for chip, cores in by_chip.items():
+            tables.setdefault(chip, []).append((s.key, s.mask, tuple(cores)))
+    for chip, entries in tables.items():
+        if len(entries) > m.machine.routing_entries:
+            raise ValueError(f"chip {chip}: {len(entries)} routing entries, more than the "
+                             f"{m.machine.routing_entries} its router holds")
+    return tables
+
+
+def route(m: Mapping, population: str, neuron: int) -> set:
+    """Cores a spike of ``neuron`` reaches through the tables (key match on every chip)."""
+    s = next(s for s in m.slices if s.population == population and s.start <= neuron < s.stop)
+    key = s.key | (neuron - s.start)
+    reached = set()
+    for entries in m.tables.values():
+        for k, mask, cores in entries:
+            if key & mask == k:
+                reached.update(cores)
+    return reached
+
+
+@dataclass(frozen=True)
+class ExecutionProfile:
+    synaptic_events: np.ndarray          # [T, cores]
+    neuron_updates: np.ndarray           # [T, cores]
+    packets_sent: np.ndarray             # [T, cores]
+    packets_received: np.ndarray         # [T, cores]
+    cycles: np.ndarray                   # [T, cores]
+    load: np.ndarray                     # [T, cores] cycles / budget
+    real_time: bool
+    energy_j: dict
+
+    @property
+    def total_energy_j(self) -> float:
+        return float(sum(self.energy_j.values()))
+
+
+def execution_profile(m: Mapping, spikes: dict) -> ExecutionProfile:
+    """Per core and step counts, cycles, load and energy from ``spikes`` (population -> bool
+    array ``[T, n]``); populations without spikes given (e.g. inputs) emit none."""
+    import scipy.sparse as sp
+
+    mach = m.machine
+    t_steps = max(np.asarray(v).shape[0] for v in spikes.values())
+    n_cores = m.n_cores
+    ev = np.zeros((t_steps, n_cores))
+    sent = np.zeros((t_steps, n_cores))
+    recv = np.zeros((t_steps, n_cores))
+    core_of = {p: m.core_of(p) for p in m.populations}
+    for pop, s in spikes.items():
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape[1] != m.populations[pop]:
+            raise ValueError(f"spikes[{pop!r}] has {s.shape[1]} neurons, expected "
+                             f"{m.populations[pop]}")
+        src = sp.csr_matrix((np.ones(s.shape[1]), (np.arange(s.shape[1]), core_of[pop])),
+                            shape=(s.shape[1], n_cores))
+        s_sp = sp.csr_matrix(s)
+        sent[: s.shape[0]] += (s_sp @ src).toarray()
+        reach = sp.csr_matrix((s.shape[1], n_cores))
+        for pr in m.projections:
+            if pr.pre != pop:
+                continue
+            syn = sp.csr_matrix((np.ones(pr.pre_idx.size),
+                                 (pr.pre_idx, core_of[pr.post][pr.post_idx])),
+                                shape=(s.shape[1], n_cores))
+            ev[: s.shape[0]] += (s_sp @ syn).toarray()
+            reach = reach + syn
+        recv[: s.shape[0]] += (s_sp @ (reach > 0).astype(np.float64)).toarray()
+    upd = np.array([sl.stop - sl.start for sl in m.slices], dtype=np.float64)
+    upd = np.broadcast_to(upd, (t_steps, n_cores)).copy()
+    cycles = ev * mach.cycles_per_synaptic_event + upd * mach.cycles_per_neuron_update
+    load = cycles / (mach.clock_hz * mach.time_step_s)
+    duration = t_steps * mach.time_step_s
+    energy = {"synaptic events": float(ev.sum()) * mach.e_synaptic_event_j,
+              "neuron updates": float(upd.sum()) * mach.e_neuron_update_j,
+              "packets": float(sent.sum()) * mach.e_packet_j,
+              "idle": mach.p_idle_core_w * n_cores * duration}
+    return ExecutionProfile(ev, upd, sent, recv, cycles, load, bool((load <= 1).all()), energy)
+
+
+def network_from_model(model, example):
+    """Populations, projections and recorded spikes of a :class:`spiking.Sequential` of
+    Linear layers, neurons and :class:`~spiking.models.recurrent.Recurrent` layers.
+
+    Returns ``(populations, projections, spikes)``: ``"input"`` is the flattened input, each
+    neuron layer a population; a Linear between populations is a projection (delay 1 step);
+    a Recurrent adds its input and recurrent projections. ``spikes`` maps each population to
+    its activity ``[T, n]`` of the first sample of ``example`` (non-zero = spike)."""
+    import torch
+    from torch import nn
+
+    from spiking.models.recurrent import Recurrent
+    from spiking.neurons.base import Neuron
+
+    with torch.no_grad():
+        _, _, outs = model(example, record=True)
+    populations = {"input": int(np.prod(example.shape[2:]))}
+    spikes = {"input": (example[:, 0].reshape(example.shape[0], -1) != 0).numpy()}
+    projections, pending, prev = [], [], "input"
+
+    def add(name, w, pre, post):
+        w = w.detach().cpu().double().numpy()
+        post_i, pre_i = np.nonzero(w)
+        projections.append(Projection(name, pre, post, w.shape[1], w.shape[0], pre_i, post_i,
+                                      w[post_i, pre_i], np.ones(pre_i.size, dtype=np.int16)))
+
+    for i, (layer, out) in enumerate(zip(model, outs)):
+        if isinstance(layer, nn.Linear):
+            pending.append((f"{i}", layer.weight))
+            continue
+        if isinstance(layer, (nn.Flatten, nn.Identity, nn.Dropout)):
+            continue
+        if not isinstance(layer, (Neuron, Recurrent)):
+            raise TypeError(f"layer {i} ({type(layer).__name__}) cannot be mapped; supported: "
+                            f"Linear, Flatten, neurons, Recurrent")
+        name = f"pop{i}"
+        populations[name] = int(np.prod(out.shape[2:]))
+        spikes[name] = (out[:, 0].reshape(out.shape[0], -1) != 0).numpy()
+        if len(pending) > 1:
+            raise TypeError(f"layer {i}: two Linear layers in a row cannot be mapped")
+        for pname, w in pending:
+            add(f"{prev}->{name}:{pname}", w, prev, name)
+        pending = []
+        if isinstance(layer, Recurrent):
+            if layer.input is not None:
+                add(f"{prev}->{name}:input", layer.input.weight, prev, name)
+            if layer.recurrent_kind == "dense":
+                add(f"{name}->{name}:recurrent", layer.recurrent.weight, name, name)
+        prev = name
+    return populations, projections, spikes

@@ -1,0 +1,96 @@
+"""SpiNNaker-like mapping invariants, quantisation and the execution profile."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import spiking
+from spiking.hardware import spinnaker as S
+from spiking.models.recurrent import Recurrent
+
+
+def _random_net(seed=0):
+    rng = np.random.default_rng(seed)
+    pops = {"a": 700, "b": 300}
+    projs = []
+    for name, pre, post, n_pre, n_post, p in (("ab", "a", "b", 700, 300, 0.05),
+                                              ("bb", "b", "b", 300, 300, 0.1)):
+        mask = rng.random((n_pre, n_post)) < p
+        pre_i, post_i = np.nonzero(mask)
+        projs.append(S.Projection(name, pre, post, n_pre, n_post, pre_i, post_i,
+                                  rng.normal(size=pre_i.size), np.ones(pre_i.size, np.int16)))
+    return pops, projs
+
+
+def test_mapping_invariants():
+    pops, projs = _random_net()
+    mach = S.Machine(cores_per_chip=4, neurons_per_core=128, synapse_bytes_per_core=4 * 2000,
+                     routing_entries=64)
+    m = S.map_network(pops, projs, mach)
+    for pop, n in pops.items():       # each neuron on exactly one core
+        owners = np.zeros(n, dtype=int)
+        for s in m.slices:
+            if s.population == pop:
+                owners[s.start:s.stop] += 1
+        assert (owners == 1).all()
+    fan_in = {p: np.zeros(n, int) for p, n in pops.items()}
+    for pr in projs:
+        np.add.at(fan_in[pr.post], pr.post_idx, 1)
+    for s in m.slices:                # no limit exceeded
+        assert s.stop - s.start <= mach.neurons_per_core
+        assert fan_in[s.population][s.start:s.stop].sum() * 4 <= mach.synapse_bytes_per_core
+        assert s.core < mach.cores_per_chip
+    assert all(len(e) <= mach.routing_entries for e in m.tables.values())
+    core_of = {p: m.core_of(p) for p in pops}
+    rng = np.random.default_rng(1)
+    for pr in projs:                  # every spike reaches every target core via the tables
+        for j in rng.choice(pr.n_pre, 40, replace=False):
+            needed = set(core_of[pr.post][pr.post_idx[pr.pre_idx == j]].tolist())
+            assert needed <= S.route(m, pr.pre, int(j))
+
+
+def test_too_many_synapses_for_one_neuron_is_an_error():
+    pops, projs = _random_net()
+    with pytest.raises(ValueError, match="more than a core holds"):
+        S.map_network(pops, projs, S.Machine(synapse_bytes_per_core=40))
+
+
+def test_quantise_counts_zeroed_and_saturated():
+    q = S.quantise(np.array([1.0, -0.5, 1e-9, 0.0, 0.25]), bits=8)
+    # max |w| = 1 -> f = floor(log2(127/1)) = 6; 1e-9 rounds to 0
+    assert q.frac_bits == 6 and q.zeroed == 1 and q.saturated == 0
+    assert q.weight_fixed.tolist() == [64, -32, 0, 0, 16]
+
+
+def test_execution_profile_counts_by_hand():
+    pops = {"in": 2, "out": 2}
+    pr = S.Projection("p", "in", "out", 2, 2, np.array([0, 0, 1]), np.array([0, 1, 1]),
+                      np.array([1.0, 1.0, 1.0]), np.ones(3, np.int16))
+    mach = S.Machine(neurons_per_core=1, cores_per_chip=2)
+    m = S.map_network(pops, [pr], mach)      # cores: in0, in1 (chip 0), out0, out1 (chip 1)
+    spikes = {"in": np.array([[1, 0], [1, 1], [0, 0]], bool)}
+    prof = S.execution_profile(m, spikes)
+    assert prof.synaptic_events[:, 2].tolist() == [1, 1, 0]          # out0: from in0 only
+    assert prof.synaptic_events[:, 3].tolist() == [1, 2, 0]          # out1: in0 and in1
+    assert prof.packets_sent[:, 0].tolist() == [1, 1, 0]
+    assert prof.packets_received[:, 3].tolist() == [1, 2, 0]
+    assert prof.neuron_updates.sum() == 3 * 4
+    assert prof.real_time
+    e = prof.energy_j
+    assert e["synaptic events"] == pytest.approx(5 * mach.e_synaptic_event_j)
+    assert e["packets"] == pytest.approx(3 * mach.e_packet_j)        # 3 spikes sent
+
+
+def test_network_from_model_and_profile():
+    torch.manual_seed(0)
+    model = spiking.Sequential(nn.Linear(10, 20), spiking.LIF(threshold=0.3),
+                               Recurrent(spiking.LIF(threshold=0.3), hidden_size=8,
+                                         input_size=20))
+    x = (torch.rand(15, 1, 10) < 0.5).float()
+    pops, projs, spikes = S.network_from_model(model, x)
+    assert pops == {"input": 10, "pop1": 20, "pop2": 8}
+    assert {p.name.split(":")[1] for p in projs} == {"0", "input", "recurrent"}
+    m = S.map_network(pops, projs)
+    prof = S.execution_profile(m, spikes)
+    assert prof.synaptic_events.sum() > 0 and prof.total_energy_j > 0
