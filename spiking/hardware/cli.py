@@ -1,0 +1,124 @@
+"""`spiking profile` and `spiking export` subcommands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def load_model(path):
+    """A model from a training checkpoint (``spiking.training.checkpoint``) or a module saved
+    whole with ``torch.save(model, path)`` (read with ``weights_only=False``: only load files
+    you trust)."""
+    import torch
+
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".pt" and p.is_file():
+        try:
+            from spiking.training import checkpoint
+
+            state = checkpoint.load(p)
+        except (ImportError, ValueError, FileNotFoundError):
+            state = None
+        if state is not None:
+            from spiking.models.registry import get_model
+
+            cfg = state.get("config", {})
+            shape = cfg.get("input_shape") or cfg.get("data", {}).get("input_shape")
+            if shape is None or "model" not in cfg:
+                raise ValueError(f"checkpoint {p}: its config lacks 'model' or 'input_shape'")
+            model = get_model(cfg["model"], input_shape=tuple(shape),
+                              n_classes=cfg.get("n_classes", 10), **cfg.get("model_args", {}))
+            model.load_state_dict(state["model"])
+            return model
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found")
+    obj = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(obj, torch.nn.Module):
+        raise TypeError(f"{p}: neither a training checkpoint nor a saved nn.Module "
+                         f"(got {type(obj).__name__})")
+    return obj
+
+
+def _input(model, args):
+    import torch
+
+    from spiking.hardware.report import example_input
+
+    if args.input:
+        x = torch.load(args.input, map_location="cpu", weights_only=True)
+        return x[0] if isinstance(x, (tuple, list)) else x
+    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
+    return example_input(model, steps=args.steps, batch=args.batch, rate=args.rate,
+                         input_shape=shape, seed=args.seed)
+
+
+def cmd_profile(args) -> int:
+    from spiking.hardware.report import profile_report
+
+    model = load_model(args.checkpoint)
+    path = profile_report(model, _input(model, args), args.out, hardware=args.hardware)
+    print(path.read_text())
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    out = Path(args.out)
+    model = load_model(args.checkpoint)
+    x = _input(model, args)
+    if args.format == "nir":
+        from spiking.hardware.export import write_nir
+
+        p = write_nir(model, x, out if out.suffix == ".nir" else out / "model.nir")
+    elif args.format in ("weightmap", "pynn"):
+        from spiking.hardware import spinnaker, weightmap
+
+        pops, projs, _ = spinnaker.network_from_model(model, x)
+        m = spinnaker.map_network(pops, projs)
+        if args.format == "weightmap":
+            p = weightmap.write_weightmap(out, m, pynn=weightmap.pynn_lists(m),
+                                          overwrite=args.overwrite)
+        else:
+            import json
+
+            out.mkdir(parents=True, exist_ok=True)
+            p = out / "pynn.json"
+            p.write_text(json.dumps(weightmap.pynn_lists(m)))
+    else:
+        print("error: --format crossbar needs spiking.hardware.crossbar, which is not part "
+              "of this build yet", file=sys.stderr)
+        return 2
+    print(f"wrote {p}")
+    return 0
+
+
+def _common(sp):
+    sp.add_argument("checkpoint", help="training checkpoint (file or run folder) or a "
+                                       "torch.save'd spiking model")
+    sp.add_argument("--input", help="a torch.save'd input tensor [T, B, ...] (default: "
+                                    "Bernoulli spikes)")
+    sp.add_argument("--input-shape", help="per-step input shape, e.g. 2,34,34")
+    sp.add_argument("--steps", type=int, default=50)
+    sp.add_argument("--batch", type=int, default=1)
+    sp.add_argument("--rate", type=float, default=0.1, help="input spike probability")
+    sp.add_argument("--seed", type=int, default=0)
+
+
+def add_parsers(sub) -> None:
+    from spiking.hardware.report import HARDWARE
+
+    sp = sub.add_parser("profile", help="operation counts, energy estimates and a SpiNNaker-"
+                                        "like execution profile of a trained model")
+    _common(sp)
+    sp.add_argument("--hardware", default="spinnaker2",
+                    help=f"device profile ({', '.join(sorted(HARDWARE))}) or a .toml path")
+    sp.add_argument("--out", default="hardware-report", help="report folder")
+    sp.set_defaults(func=cmd_profile)
+    sp = sub.add_parser("export", help="export a trained model: NIR, weight map, PyNN lists")
+    _common(sp)
+    sp.add_argument("--format", choices=["nir", "weightmap", "pynn", "crossbar"],
+                    default="nir")
+    sp.add_argument("--out", default="export", help="output file or folder")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.set_defaults(func=cmd_export)
