@@ -174,18 +174,23 @@ def routing_tables(m: Mapping) -> dict:
     """Per chip: entries (key, mask, sorted target cores on that chip) for each source slice."""
     tables: dict = {}
     core_of = {p: m.core_of(p) for p in m.populations}
-    for s in m.slices:
-        targets = set()
-        for pr in m.projections:
-            if pr.pre != s.population:
-                continue
-            sel = (pr.pre_idx >= s.start) & (pr.pre_idx < s.stop)
-            targets.update(np.unique(core_of[pr.post][pr.post_idx[sel]]).tolist())
-        by_chip: dict = {}
-        for c in sorted(targets):
-            by_chip.setdefault(m.slices[c].chip, []).append(c)
-        for chip, cores in by_chip.items():
-            tables.setdefault(chip, []).append((s.key, s.mask, tuple(cores)))
+    n_cores = m.n_cores
+    pairs = []
+    for pr in m.projections:          # (source slice, target core) pairs, vectorised
+        pairs.append(np.unique(core_of[pr.pre][pr.pre_idx] * n_cores
+                               + core_of[pr.post][pr.post_idx]))
+    pairs = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+    src, dst = pairs // n_cores, pairs % n_cores
+    chip = np.array([sl.chip for sl in m.slices], dtype=np.int64)[dst] if pairs.size else dst
+    order = np.lexsort((dst, chip, src))
+    src, dst, chip = src[order], dst[order], chip[order]
+    bounds = np.flatnonzero(np.diff(src * (chip.max(initial=0) + 1) + chip)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, src.size]):
+        if lo == hi:
+            continue
+        s_ = m.slices[int(src[lo])]
+        tables.setdefault(int(chip[lo]), []).append((s_.key, s_.mask,
+                                                     tuple(int(c) for c in dst[lo:hi])))
     for chip, entries in tables.items():
         if len(entries) > m.machine.routing_entries:
             raise ValueError(f"chip {chip}: {len(entries)} routing entries, more than the "
