@@ -1,5 +1,6 @@
 """Fused WKV on CUDA: loads ``cuda/wkv.cu`` with ``cupy.RawModule`` (NVRTC, no nvcc) and
-launches it on torch's current stream. The math is documented in :mod:`spiking.kernels.wkv`
+launches it on torch's current stream, with the compile options of
+:mod:`spiking.kernels.nvrtc` (which compile-checks the file on machines without a GPU). The math is documented in :mod:`spiking.kernels.wkv`
 (forward) and :mod:`spiking.kernels.cpu.wkv` (backward); the kernels there and here are the
 same update, line for line.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spiking.kernels import nvrtc
 from spiking.kernels import wkv as K
 
 SOURCE = Path(__file__).resolve().parent / "cuda" / "wkv.cu"
@@ -24,7 +26,7 @@ def _module(device_index: int):
 
         with cupy.cuda.Device(device_index):
             _MODULES[device_index] = cupy.RawModule(code=SOURCE.read_text(),
-                                                    options=("--std=c++14",))
+                                                    options=nvrtc.OPTIONS)
     return _MODULES[device_index]
 
 

@@ -169,6 +169,17 @@ def test_op_counts_scale_with_size():
     assert a["spike_acs"] == 0
 
 
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_cuda_source_compiles_with_nvrtc(arch):
+    from spiking.kernels import cuda_wkv, nvrtc
+
+    if nvrtc.find_libnvrtc() is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
+    r = nvrtc.compile_source(cuda_wkv.SOURCE, arch)
+    assert r.ok, r.log
+    assert r.binary_bytes > 0
+
+
 @pytest.mark.skipif(not CUDA, reason="CUDA device needed for the CuPy WKV kernel")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_fused_matches_reference(dtype):
