@@ -2,13 +2,21 @@
 1,000 recorded steps (target: <= 30 s on a 2-core machine), and count every registry model.
 
 Run: python benchmarks/hardware.py [--neurons 100000 --synapses 10000000 --steps 1000]
+
+``--crossbar-sweep``: the memristive LSM on the N-MNIST subset (``$SPIKING_DATA/nmnist-subset``,
+1,000 train / 100 test recordings): float LSM vs reservoirs drawn from the RRAM device model
+(:mod:`spiking.hardware.memristive_lsm`), ridge readout, test accuracy vs conductance levels and
+vs read noise; writes ``--sweep-out`` (JSON) and a plot beside it (matplotlib Agg).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +47,15 @@ def main(argv=None):
     ap.add_argument("--synapses", type=int, default=10_000_000)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=0.01, help="spike probability per step")
+    ap.add_argument("--crossbar-sweep", action="store_true",
+                    help="memristive LSM accuracy sweep on N-MNIST instead of the mapping run")
+    ap.add_argument("--sweep-neurons", type=int, default=1000)
+    ap.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--sweep-out", default=str(Path(__file__).parent / "figures"
+                                               / "hardware_crossbar_sweep.json"))
     args = ap.parse_args(argv)
+    if args.crossbar_sweep:
+        return crossbar_sweep(args)
     from spiking.hardware import spinnaker
 
     print(f"machine: {platform.processor() or platform.machine()}, torch threads "
@@ -56,6 +72,52 @@ def main(argv=None):
     print(f"profile {args.steps} steps: {t2 - t1:.2f} s; total {t2 - t0:.2f} s; max load "
           f"{prof.load.max():.3f}; real time {prof.real_time}; energy "
           f"{prof.total_energy_j * 1e3:.3f} mJ")
+
+
+def crossbar_sweep(args):
+    import numpy as np
+
+    from spiking.hardware import memristive_lsm as M
+
+    root = Path(os.environ.get("SPIKING_DATA", Path(__file__).resolve().parents[1].parent
+                               / "shared" / "data")) / "nmnist-subset"
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads "
+          f"{torch.get_num_threads()}, data {root}")
+    t0 = time.perf_counter()
+    data = M.load_nmnist(root, bins=30)
+    res = M.run(data, n_neurons=args.sweep_neurons, seeds=args.sweep_seeds)
+    res["seconds"] = time.perf_counter() - t0
+    out = Path(args.sweep_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    lv = list(res["levels"])
+    xs = np.arange(len(lv))
+    for key, lab in (("float_readout", "reservoir on device, float readout"),
+                     ("crossbar_readout", "reservoir and readout on device")):
+        vals = np.array([[r[key] for r in res["levels"][k]] for k in lv])
+        a1.errorbar(xs, vals.mean(1), yerr=vals.std(1), marker="o", capsize=3, label=lab)
+    a1.axhline(np.mean(res["float"]), color="k", ls="--", label="float LSM")
+    a1.set_xticks(xs, ["analog" if k == "None" else k for k in lv])
+    a1.set_xlabel("conductance levels")
+    a1.set_ylabel("N-MNIST test accuracy (100 samples)")
+    a1.legend(fontsize=7)
+    rn = list(res["read_noise"])
+    vals = np.array([res["read_noise"][k] for k in rn])
+    a2.errorbar([float(k) for k in rn], vals.mean(1), yerr=vals.std(1), marker="o", capsize=3)
+    a2.set_xscale("symlog", linthresh=0.01)
+    a2.set_xlabel("readout read noise (relative std per cell read)")
+    a2.axhline(np.mean(res["float"]), color="k", ls="--")
+    fig.suptitle("Memristive LSM (RRAM device model), ridge readout")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    print(f"wrote {out} and {out.with_suffix('.png')} ({res['seconds']:.0f} s)")
+    return res
 
 
 if __name__ == "__main__":
