@@ -86,11 +86,34 @@ def cmd_export(args) -> int:
             p = out / "pynn.json"
             p.write_text(json.dumps(weightmap.pynn_lists(m)))
     else:
-        print("error: --format crossbar needs spiking.hardware.crossbar, which is not part "
-              "of this build yet", file=sys.stderr)
-        return 2
+        p = _export_crossbar(model, x, out, args)
     print(f"wrote {p}")
     return 0
+
+
+def _export_crossbar(model, x, out, args):
+    """Program every Linear onto crossbars of ``--device`` and write the per-tile conductance
+    maps (plus, where the model maps SpiNNaker-like, its projections and routes)."""
+    import dataclasses
+
+    from spiking.hardware import crossbar, spinnaker, weightmap
+
+    dev, geo = crossbar.load_device(args.device)
+    wrapped = crossbar.wrap(model, dev, geo, seed=args.seed)
+    tiles, meta = crossbar.export_tiles(wrapped)
+    if not tiles:
+        raise ValueError("the model has no Linear layers to place on crossbars")
+    try:
+        pops, projs, _ = spinnaker.network_from_model(model, x)
+        mapping = spinnaker.map_network(pops, projs)
+    except (TypeError, ValueError) as e:
+        print(f"note: no SpiNNaker-like mapping in the map ({e}); crossbar tiles only",
+              file=sys.stderr)
+        mapping = None
+    device = {**dataclasses.asdict(dev), **dataclasses.asdict(geo), "seed": args.seed,
+              "profile": str(args.device)}
+    return weightmap.write_weightmap(out, mapping, crossbar_tiles=tiles, crossbar_meta=meta,
+                                     crossbar_device=device, overwrite=args.overwrite)
 
 
 def _common(sp):
@@ -115,10 +138,13 @@ def add_parsers(sub) -> None:
                     help=f"device profile ({', '.join(sorted(HARDWARE))}) or a .toml path")
     sp.add_argument("--out", default="hardware-report", help="report folder")
     sp.set_defaults(func=cmd_profile)
-    sp = sub.add_parser("export", help="export a trained model: NIR, weight map, PyNN lists")
+    sp = sub.add_parser("export", help="export a trained model: NIR, weight map, PyNN lists, "
+                                       "crossbar conductance maps")
     _common(sp)
     sp.add_argument("--format", choices=["nir", "weightmap", "pynn", "crossbar"],
                     default="nir")
     sp.add_argument("--out", default="export", help="output file or folder")
+    sp.add_argument("--device", default="rram",
+                    help="crossbar device profile with a [crossbar] table (name or .toml)")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=cmd_export)

@@ -411,6 +411,41 @@ def device_fields() -> list[str]:
     return [f.name for f in fields(Device)] + [f.name for f in fields(Geometry)]
 
 
+def export_tiles(model: nn.Module) -> tuple[dict, dict]:
+    """Per-tile conductance maps of a wrapped model and their metadata, for
+    :func:`spiking.hardware.weightmap.write_weightmap` (``crossbar_tiles``, ``crossbar_meta``).
+    A tile ``<layer>.r<i>c<j>`` is ``[2, rows, pairs]`` (G+, G-) in S; its metadata gives the
+    layer, the input rows ``[row_start, row_stop)`` and output columns ``[col_start,
+    col_stop)`` it holds and the layer's scale ``k`` (S per weight unit: W = (G+ - G-) / k)."""
+    tiles, meta = {}, {}
+    for name, lay in layers(model).items():
+        name = name or "linear"
+        for key, g in lay.tiles(name).items():
+            i, j = (int(v) for v in key.rsplit(".", 1)[1][1:].split("c"))
+            r0, c0 = i * lay.geometry.rows, j * lay.geometry.pairs
+            tiles[key] = g
+            meta[key] = {"layer": name, "row_start": r0, "row_stop": r0 + g.shape[1],
+                         "col_start": c0, "col_stop": c0 + g.shape[2],
+                         "scale_siemens_per_unit": lay.programmed.scale,
+                         "in_features": lay.in_features, "out_features": lay.out_features}
+    return tiles, meta
+
+
+def weights_from_tiles(tiles: dict, meta: dict, layer: str) -> torch.Tensor:
+    """Reassemble a layer's effective weight ``[out, in]`` from exported tiles."""
+    keys = [k for k in tiles if meta[k]["layer"] == layer]
+    if not keys:
+        raise ValueError(f"no crossbar tiles for layer {layer!r}; layers: "
+                         f"{sorted({m['layer'] for m in meta.values()})}")
+    m0 = meta[keys[0]]
+    w = torch.zeros(m0["out_features"], m0["in_features"], dtype=torch.float64)
+    for k in keys:
+        m, g = meta[k], torch.as_tensor(tiles[k])
+        w[m["col_start"]:m["col_stop"], m["row_start"]:m["row_stop"]] = (
+            (g[0] - g[1]) / m["scale_siemens_per_unit"]).T
+    return w
+
+
 __all__ = [
     "CrossbarLinear",
     "Device",

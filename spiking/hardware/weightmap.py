@@ -10,7 +10,10 @@ Layout (schema version 1)::
                                     weight_fixed (int32), delay (int16, time steps)
     <dir>/cores.npz                 population index, start, stop, chip, core, key, mask
     <dir>/routing.npz               chip, key, mask, target-core offsets/flat list (CSR)
-    <dir>/crossbar/<tile>.npy       optional: conductance maps [2, rows, cols] (G+, G-) in S
+    <dir>/crossbar/<tile>.npy       optional: conductance maps [2, rows, cols] (G+, G-) in S;
+                                    the manifest's "crossbar" entries give each tile's layer,
+                                    row/column ranges and scale (W = (G+ - G-) / scale), and
+                                    "crossbar_device" the device and array parameters
     <dir>/pynn.json                 optional: PyNN FromListConnector lists + cell parameters
 
 Writes are atomic: everything goes to a temporary directory beside the target, which is
@@ -44,9 +47,16 @@ def _sha256(path: Path) -> str:
 
 
 def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
+                    crossbar_meta: dict | None = None, crossbar_device: dict | None = None,
                     pynn: dict | None = None, overwrite: bool = False) -> Path:
     """Write a :class:`~spiking.hardware.spinnaker.Mapping` (and optional crossbar conductance
-    tiles ``{name: array [2, rows, cols]}`` and PyNN lists) as a weight map directory."""
+    tiles ``{name: array [2, rows, cols]}`` with per-tile metadata ``{name: dict}`` and the
+    device/array parameters, and PyNN lists) as a weight map directory. ``mapping=None``
+    writes a map with crossbar tiles only (no populations, cores or routes)."""
+    if mapping is None:
+        from spiking.hardware.spinnaker import SPINNAKER2, Mapping
+
+        mapping = Mapping(SPINNAKER2, {}, [], [], {})
     from spiking import __version__
 
     path = Path(path)
@@ -99,7 +109,8 @@ def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
             np.save(tmp / rel, np.asarray(g, dtype=np.float64))
             files[rel] = _sha256(tmp / rel)
             tiles.append({"name": name, "file": rel, "shape": list(np.shape(g)),
-                          "unit": "siemens", "layout": "[G+, G-] x rows x cols"})
+                          "unit": "siemens", "layout": "[G+, G-] x rows x cols",
+                          **(crossbar_meta or {}).get(name, {})})
         if pynn is not None:
             (tmp / "pynn.json").write_text(json.dumps(pynn, indent=1))
             files["pynn.json"] = _sha256(tmp / "pynn.json")
@@ -110,7 +121,7 @@ def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
             "populations": mapping.populations, "projections": projs,
             "cores": {"file": "cores.npz", "count": len(sl)},
             "routing": {"file": "routing.npz", "entries": len(keys)},
-            "crossbar": tiles, "files": files,
+            "crossbar": tiles, "crossbar_device": crossbar_device or {}, "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if path.exists():
@@ -180,8 +191,13 @@ def read_weightmap(path) -> dict:
     cores = load(man["cores"]["file"], ("population", "start", "stop", "chip", "core", "key",
                                         "mask"))
     routing = load(man["routing"]["file"], ("chip", "key", "mask", "offsets", "targets"))
-    crossbar = {t["name"]: np.load(path / t["file"], allow_pickle=False)
-                for t in man.get("crossbar", [])}
+    crossbar = {}
+    for t in man.get("crossbar", []):
+        g = np.load(path / t["file"], allow_pickle=False)
+        if list(g.shape) != list(t["shape"]) or g.ndim != 3 or g.shape[0] != 2:
+            raise ValueError(f"weight map {path}: {t['file']} has shape {list(g.shape)}, "
+                             f"expected {t['shape']} = [2, rows, cols]")
+        crossbar[t["name"]] = g
     pynn = json.loads((path / "pynn.json").read_text()) if "pynn.json" in files else None
     return {"manifest": man, "projections": projs, "cores": cores, "routing": routing,
             "crossbar": crossbar, "pynn": pynn}

@@ -51,3 +51,35 @@ def test_demo_section(tmp_path):
     x = (torch.rand(10, 3, 6) < 0.5).float()
     md = demo_section(m, (x, None), out_dir=tmp_path)
     assert "not measured" in md and "loihi" in md and "model.nir" in md
+
+
+def test_export_crossbar_tiles(tmp_path):
+    import numpy as np
+
+    from spiking.hardware import crossbar as C
+
+    ck = _saved(tmp_path)
+    model = torch.load(ck, weights_only=False)
+    assert main(["export", str(ck), "--format", "crossbar", "--steps", "5",
+                 "--out", str(tmp_path / "xb")]) == 0
+    wm = read_weightmap(tmp_path / "xb")
+    man = wm["manifest"]
+    dev, _ = C.load_device("rram")
+    assert man["crossbar_device"]["levels"] == dev.levels and len(wm["projections"]) == 2
+    assert set(wm["crossbar"]) == {"0.r0c0", "2.r0c0"}
+    g = np.concatenate([t.ravel() for t in wm["crossbar"].values()])
+    # drift only lowers conductances, faults pin them to g_min / g_max
+    assert g.min() >= dev.g_min * (dev.t_read / dev.drift_t0) ** -1 and g.max() <= dev.g_max
+    # an ideal device: the tiles give back the weights
+    ideal = tmp_path / "ideal.toml"
+    ideal.write_text('name = "ideal"\nsource = "test"\n[values]\ne_synop_pj = 1\n[crossbar]\n'
+                     'g_min_siemens = 1e-6\ng_max_siemens = 1e-4\nrows_count = 8\n'
+                     'cols_count = 6\n')
+    assert main(["export", str(ck), "--format", "crossbar", "--device", str(ideal),
+                 "--out", str(tmp_path / "xb2")]) == 0
+    wm = read_weightmap(tmp_path / "xb2")
+    meta = {t["name"]: t for t in wm["manifest"]["crossbar"]}
+    assert len(meta) == 2 * 6 + 2 * 2                      # 12x16 and 16x4 on 8x3 tiles
+    for layer, lin in (("0", model[0]), ("2", model[2])):
+        w = C.weights_from_tiles(wm["crossbar"], meta, layer)
+        assert torch.allclose(w, lin.weight.detach().double(), rtol=1e-6, atol=1e-9)
