@@ -1,0 +1,170 @@
+"""Datasets by name for training: readers -> binned frames held in memory.
+
+=============  ===========================================================  ==================
+name           what                                                         binning
+=============  ===========================================================  ==================
+``nmnist``     genuine N-MNIST (:class:`spiking.datasets.NMNIST`)           ``n_time_bins``
+               from ``--data-root`` / ``$SPIKING_NMNIST_ROOT`` / ...        per recording
+``digits``     the embedded default: UCI digits recorded by the emulated    same as nmnist
+               event camera (:func:`spiking.datasets.embedded.ensure`)
+``shd``        real SHD files ``shd_train.h5`` / ``shd_test.h5``            fixed span 1.4 s
+``fsdd-shd``   FSDD audio converted to SHD-format spikes                    fixed span 1.4 s
+               (:func:`spiking.datasets.audio.build_fsdd_shd`)
+=============  ===========================================================  ==================
+
+Camera recordings are split into ``n_time_bins`` equal bins per recording (tonic ``ToFrame``);
+their nominal length is 0.3 s (three ~100 ms saccades, Orchard et al. 2015), so the model's
+``dt`` is ``0.3 / n_time_bins``. Audio spikes are binned over a fixed 1.4 s span (the span
+used by the SHD tutorial of Zenke & Cramer's spytorch, which covers SHD's longest digits), so
+every sample has the same length and ``dt = 1.4 / n_time_bins``.
+
+Binned frames go through :class:`spiking.datasets.BinnedDataset`'s disk cache and are then
+held in memory as one tensor (uint8 when every count fits), which is what makes epochs on a
+2-core CPU cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CAMERA_DURATION_S = 0.3   # Orchard et al. 2015: three saccades of ~100 ms
+AUDIO_SPAN_S = 1.4        # spytorch SHD tutorial (Zenke & Cramer): max_time = 1.4 s
+AUDIO_SPAN_US = int(AUDIO_SPAN_S * 1e6)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor        # [N, T, ...] uint8 or float32 counts
+    y: torch.Tensor        # [N] int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def batch(self, idx, device, augment_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time-first float batch ``[T, B, ...]`` and labels for sample indices `idx`."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        x = self.x[idx].to(torch.float32)
+        if augment_shift:
+            x = random_shift(x, augment_shift)
+        return x.transpose(0, 1).contiguous().to(device), self.y[idx].to(device)
+
+
+@dataclass
+class Data:
+    train: Split
+    test: Split
+    input_shape: tuple
+    n_classes: int
+    classes: list
+    dt: float
+    description: str
+
+
+def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Translate each sample's frames ``[B, T, C, H, W]`` by a random (dy, dx) in ±`shift`.
+
+    Uses the global torch RNG (saved in checkpoints). Translation is the classic augmentation
+    for (N-)MNIST; pixels moved in from outside are zero.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"augment_shift needs camera frames [B, T, C, H, W], got "
+                         f"{tuple(x.shape)}")
+    b, _, _, h, w = x.shape
+    pad = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    off = torch.randint(0, 2 * shift + 1, (b, 2))
+    return torch.stack([pad[k, ..., off[k, 0]:off[k, 0] + h, off[k, 1]:off[k, 1] + w]
+                        for k in range(b)])
+
+
+def balanced_subset(targets, n: int | None) -> np.ndarray:
+    """Indices of the first ``ceil(n / classes)`` samples of each class (deterministic)."""
+    targets = np.asarray(targets)
+    if n is None or n >= len(targets):
+        return np.arange(len(targets))
+    classes = np.unique(targets)
+    per = -(-n // len(classes))
+    keep = np.concatenate([np.flatnonzero(targets == c)[:per] for c in classes])
+    return np.sort(keep)[:n] if len(keep) > n else np.sort(keep)
+
+
+def _materialize(binned, indices, desc: str, progress: bool) -> Split:
+    xs, ys = [], []
+    it = indices
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(indices, desc=f"binning {desc}", leave=False)
+    for i in it:
+        fr, label = binned[int(i)]
+        xs.append(torch.as_tensor(fr))
+        ys.append(int(label))
+    x = torch.stack(xs)
+    if x.numel() and float(x.min()) >= 0 and float(x.max()) <= 255 and torch.equal(x, x.round()):
+        x = x.to(torch.uint8)
+    return Split(x, torch.tensor(ys, dtype=torch.long))
+
+
+def _readers(cfg):
+    from spiking import datasets as D
+
+    name = cfg.dataset
+    if name == "nmnist":
+        return D.NMNIST(cfg.data_root, train=True), D.NMNIST(cfg.data_root, train=False), \
+            "N-MNIST (genuine recordings)"
+    if name == "digits":
+        from spiking.datasets import embedded
+
+        root = embedded.ensure(cfg.data_root)
+        return D.NMNIST(root, train=True), D.NMNIST(root, train=False), \
+            "UCI digits recorded by the emulated event camera (not N-MNIST)"
+    if name == "shd":
+        return D.SHD(cfg.data_root, train=True), D.SHD(cfg.data_root, train=False), \
+            "SHD (Spiking Heidelberg Digits)"
+    if name == "fsdd-shd":
+        from spiking.datasets import audio
+        from spiking.datasets.locate import cache_dir
+
+        root = Path(cfg.data_root) if cfg.data_root else cache_dir() / "fsdd-shd"
+        if not all((root / "SHD" / f"shd_{s}.h5").is_file() for s in ("train", "test")):
+            audio.build_fsdd_shd(out=root, progress=cfg.progress)
+        return D.SHD(root, train=True), D.SHD(root, train=False), \
+            "FSDD audio converted to SHD-format spikes (not SHD)"
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+def load(cfg, progress: bool = False, train: bool = True) -> Data:
+    """Read, bin (through the disk cache) and hold in memory the splits (test only when
+    ``train=False``; ``Data.train`` is then an empty split)."""
+    from spiking.datasets import BinnedDataset
+    from spiking.datasets import cache_dir as user_cache
+
+    train_r, test_r, desc = _readers(cfg)
+    cache = cfg.cache_dir if cfg.cache_dir is not None else user_cache() / "binned"
+    audio = cfg.dataset in ("shd", "fsdd-shd")
+    if audio:
+        kw = {"time_window": AUDIO_SPAN_US / cfg.n_time_bins, "start_time": 0,
+                  "end_time": AUDIO_SPAN_US}
+        dt = AUDIO_SPAN_S / cfg.n_time_bins
+    else:
+        kw = {"n_time_bins": cfg.n_time_bins}
+        dt = CAMERA_DURATION_S / cfg.n_time_bins
+    splits = []
+    for reader, n, tag in ((train_r, cfg.max_train_samples, "train"),
+                           (test_r, cfg.max_test_samples, "test")):
+        if tag == "train" and not train:
+            n = 1
+        binned = BinnedDataset(reader, cache_dir=cache, **kw)
+        idx = balanced_subset(reader.targets, n)
+        splits.append(_materialize(binned, idx, f"{cfg.dataset} {tag}", progress))
+    train, test = splits
+    if audio:  # fixed span: cut the possible extra incomplete bin
+        train.x, test.x = train.x[:, :cfg.n_time_bins], test.x[:, :cfg.n_time_bins]
+    classes = list(getattr(train_r, "classes", []))
+    n_classes = max(len(classes), int(train.y.max()) + 1, int(test.y.max()) + 1)
+    if audio:  # SHD files keep 20 keys; FSDD-format files only the 10 English ones
+        classes = classes[:n_classes]
+    return Data(train, test, tuple(train.x.shape[2:]), n_classes, classes, dt, desc)

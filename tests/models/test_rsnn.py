@@ -1,0 +1,74 @@
+"""RSNN: shapes, adaptive recurrent layers, readouts, masking, errors, learning a toy task."""
+
+import pytest
+import torch
+
+from spiking.models.registry import get_model
+from spiking.models.rsnn import RSNN
+from spiking.neurons import ALIF
+
+
+def spikes(t=12, b=3, c=20, p=0.2):
+    return (torch.rand(t, b, c) < p).float()
+
+
+def test_shapes_activity_and_adaptive_neurons():
+    m = RSNN(20, 4, hidden=(16, 8), dt=1e-3, threshold=0.5)
+    logits, act = m(spikes())
+    assert logits.shape == (3, 4)
+    assert list(act) == ["rec1", "rec2"]
+    assert act["rec1"].shape == (12, 3, 16) and act["rec2"].shape == (12, 3, 8)
+    assert all(isinstance(layer.neuron, ALIF) for layer in m.layers)
+    assert m.layers[0].neuron.tau_adapt.shape == (16,)          # per-neuron, trainable
+    assert m.layers[0].neuron.tau_adapt.requires_grad
+    assert torch.all(m.layers[0].recurrent.weight.diagonal() == 0)  # no autapses
+    logits.sum().backward()
+    assert m.layers[0].neuron.tau_mem.grad is not None
+
+
+def test_run_equals_recurrent_layer_forward():
+    m = RSNN(20, 4, hidden=(16,), threshold=0.3).eval()
+    x = spikes()
+    u = m.inputs[0](x)
+    ref, _ = m.layers[0](u)
+    _, act = m(x)
+    assert torch.equal(act["rec1"], ref)
+
+
+def test_lengths_mask_padded_steps():
+    m = RSNN(20, 4, hidden=(16,), readout_reduce="max").eval()
+    x = spikes(t=10, b=2)
+    short = m(x[:6, :1]).logits
+    padded = torch.cat([x[:6], torch.zeros(4, 2, 20)])
+    masked = m(padded, lengths=torch.tensor([6, 10])).logits
+    torch.testing.assert_close(masked[0], short[0])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"RSNN expects \[T, B, 20\], got \(12, 3, 21\)"):
+        RSNN(20, 4, hidden=(8,))(spikes(c=21))
+    with pytest.raises(ValueError, match="hidden must be a non-empty list"):
+        RSNN(20, 4, hidden=())
+
+
+def test_learns_channel_position_task():
+    # class k = spikes concentrated in channel band k: a few steps must cut the loss
+    torch.manual_seed(0)
+    n, c, t = 64, 20, 15
+    y = torch.randint(0, 4, (n,))
+    rate = torch.full((n, c), 0.02)
+    for i in range(n):
+        rate[i, 5 * y[i]:5 * y[i] + 5] = 0.5
+    x = (torch.rand(t, n, c) < rate).float()
+    m = get_model("rsnn", input_shape=(c,), n_classes=4, hidden=[32], dt=1e-3, dropout=0.0,
+                  backend="reference")
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss = torch.nn.functional.cross_entropy(m(x).logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert (m(x).logits.argmax(1) == y).float().mean() > 0.8

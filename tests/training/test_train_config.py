@@ -1,0 +1,67 @@
+"""Configuration: precedence (recipe < file < flags), validation, clear CLI errors."""
+
+import pytest
+
+from spiking.cli import main
+from spiking.training import config as C
+
+
+def test_recipe_then_file_then_flags(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('model = "csnn"\nepochs = 7\nlr = 1e-3\n[model_args]\ndropout = 0.5\n')
+    cfg = C.build(f, {"lr": 2e-3, "epochs": None})
+    recipe = C.recipe("csnn")
+    assert cfg.epochs == 7 and cfg.lr == 2e-3
+    assert cfg.model_args["dropout"] == 0.5
+    assert cfg.model_args["channels"] == recipe["model_args"]["channels"]
+    assert cfg.n_time_bins == recipe["n_time_bins"]
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"model": "nosuchnet"}, "unknown model 'nosuchnet'; available: .*csnn"),
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+    ({"lr": -1.0}, r"lr=-1.0 is invalid: expected a finite learning rate > 0"),
+    ({"epochs": 0}, "epochs=0 is invalid"),
+    ({"schedule": "step"}, "schedule='step' is invalid"),
+    ({"grad_clip": -1}, "grad_clip=-1 is invalid"),
+])
+def test_bad_values_are_named(over, match):
+    with pytest.raises(ValueError, match=match):
+        C.build(None, over)
+
+
+def test_unknown_key_and_missing_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("epoch = 3\n")
+    with pytest.raises(ValueError, match=r"unknown config keys \['epoch'\]"):
+        C.build(f)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        C.build(tmp_path / "absent.toml")
+    with pytest.raises(ValueError, match=r"must end in \.toml"):
+        (tmp_path / "c.json").write_text("{}")
+        C.build(tmp_path / "c.json")
+
+
+def test_cli_reports_bad_config_and_missing_dataset(tmp_path, capsys):
+    assert main(["train", "--model", "nosuchnet"]) == 2
+    assert "unknown model 'nosuchnet'" in capsys.readouterr().err
+    assert main(["train", "--lr", "-0.1"]) == 2
+    assert "lr=-0.1 is invalid" in capsys.readouterr().err
+    rc = main(["train", "--dataset", "nmnist", "--data-root", str(tmp_path / "empty"),
+               "--out-dir", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "NMNIST" in err and str(tmp_path / "empty") in err
+    assert main(["evaluate", str(tmp_path / "no-run")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_python_dash_m_spiking_lists_training_commands():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "spiking", "--help"], check=False,
+                         capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0
+    for name in ("train", "evaluate", "demo"):
+        assert name in res.stdout
