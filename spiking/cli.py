@@ -13,6 +13,8 @@ PEERS = ("torch", "numpy", "numba", "cupy-cuda12x", "cupy-cuda13x", "cupy", "mat
          "h5py", "tqdm", "tonic", "nir", "nirtorch", "snntorch", "norse", "spikingjelly",
          "neurobench", "scikit-learn")
 
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
 # (subcommand, help, module providing add_parser(s)(subparsers), the issue that brings it)
 SLOTS = (
     ("demo train evaluate", "training and the demo", "spiking.training.cli", "add_parsers"),
@@ -20,6 +22,8 @@ SLOTS = (
      "spiking.datasets.cli", "add_parser"),
     ("profile export", "hardware cost estimates and exports", "spiking.hardware.cli",
      "add_parsers"),
+    ("generate", "stream text from a SpikeGPT checkpoint", "spiking.models.spikegpt_cli",
+     "add_parser"),
 )
 
 
@@ -64,8 +68,7 @@ def cmd_info(args) -> int:
 def cmd_bench(args) -> int:
     import runpy
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    script = root / f"{args.suite}.py"
+    script = BENCH_DIR / f"{args.suite}.py"
     if not script.is_file():
         print(f"error: benchmark {script} not found; benchmarks live in the source checkout "
               f"(git clone, then pip install -e .)", file=sys.stderr)
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("info", help="versions, and which backends can run here and why not")
     sp.set_defaults(func=cmd_info)
     sp = sub.add_parser("bench", help="side-by-side speed benchmarks against peers")
-    sp.add_argument("suite", choices=["neurons", "datasets", "train_nmnist"],
+    suites = sorted(p.stem for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    sp.add_argument("suite", choices=suites or None,
                     help="which benchmark script of benchmarks/ to run")
     sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     sp.set_defaults(func=cmd_bench)
