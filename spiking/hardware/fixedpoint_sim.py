@@ -194,8 +194,11 @@ def from_model(model, x, *, machine=None, **kw):
     m = spinnaker.map_network(pops, projs, machine or spinnaker.SPINNAKER2)
     neurons, bias = {}, None
     for i, layer in enumerate(model):
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             bias = layer.bias
+            if bias is not None and not isinstance(layer, nn.Linear):   # per channel
+                bias = bias.repeat_interleave(pops[f"pop{i + 1 + _skip(model, i)}"]
+                                              // layer.out_channels)
         elif f"pop{i}" in pops:
             neuron = layer.neuron if isinstance(layer, Recurrent) else layer
             b = None if bias is None else bias.detach()
@@ -207,6 +210,14 @@ def from_model(model, x, *, machine=None, **kw):
             bias = None
     sim = simulate(m, neurons, {"input": spikes["input"]}, x.shape[0], **kw)
     return sim, spikes, m
+
+
+def _skip(model, i) -> int:
+    """Layers between weight layer ``i`` and the population it feeds (Flatten, Dropout...)."""
+    k = 0
+    while f"{type(model[i + 1 + k]).__name__}" in ("Flatten", "Identity", "Dropout"):
+        k += 1
+    return k
 
 
 def agreement(a: dict, b: dict) -> dict:

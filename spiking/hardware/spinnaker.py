@@ -269,13 +269,48 @@ def execution_profile(m: Mapping, spikes: dict) -> ExecutionProfile:
     return ExecutionProfile(ev, upd, sent, recv, cycles, load, bool((load <= 1).all()), energy)
 
 
+def unroll_conv(layer, in_shape) -> tuple:
+    """A Conv1d/Conv2d (``groups=1``) on a per-sample input of ``in_shape`` ``(C, ...)`` as
+    sparse synapses: ``(pre, post, weight, out_shape)`` with flattened (C, H, W) indices, one
+    synapse per (output position, kernel tap) that falls inside the input (zero padding has no
+    synapse). Weights are the kernel's values, shared taps repeated."""
+    import torch
+    from torch import nn
+
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d)) or layer.groups != 1 or (
+            layer.padding_mode != "zeros"):
+        raise TypeError(f"{type(layer).__name__}: only Conv1d / Conv2d with groups=1 and zero "
+                        f"padding can be unrolled into synapses")
+    two = isinstance(layer, nn.Conv2d)
+    c, *sp = in_shape
+    shape2 = (c, *sp) if two else (c, 1, sp[0])
+    idx = torch.arange(1, int(np.prod(shape2)) + 1, dtype=torch.float64).reshape(1, *shape2)
+
+    def pair(v):
+        return tuple(v) if two else (1, v[0])
+    cols = nn.functional.unfold(idx, pair(layer.kernel_size), dilation=pair(layer.dilation),
+                                padding=pair(layer.padding), stride=pair(layer.stride))[0]
+    cols = cols.long() - 1                                       # [C*K, L], -1 = padding
+    w = layer.weight.detach().double().reshape(layer.out_channels, -1)      # [O, C*K]
+    n_pos = cols.shape[1]
+    o, k, pos = np.meshgrid(np.arange(w.shape[0]), np.arange(w.shape[1]), np.arange(n_pos),
+                            indexing="ij")
+    pre = cols.numpy()[k, pos]
+    ok = (pre >= 0) & (w.numpy()[o, k] != 0)
+    with torch.no_grad():
+        out_shape = tuple(layer(torch.zeros(1, *in_shape, dtype=layer.weight.dtype)).shape[1:])
+    return (pre[ok], (o * n_pos + pos)[ok], w.numpy()[o, k][ok], out_shape)
+
+
 def network_from_model(model, example):
     """Populations, projections and recorded spikes of a :class:`spiking.Sequential` of
-    Linear layers, neurons and :class:`~spiking.models.recurrent.Recurrent` layers.
+    Linear / Conv1d / Conv2d layers, neurons and :class:`~spiking.models.recurrent.Recurrent`
+    layers.
 
     Returns ``(populations, projections, spikes)``: ``"input"`` is the flattened input, each
-    neuron layer a population; a Linear between populations is a projection (delay 1 step);
-    a Recurrent adds its input and recurrent projections. ``spikes`` maps each population to
+    neuron layer a population; a Linear between populations is a projection (delay 1 step), a
+    convolution is unrolled into its synapses (:func:`unroll_conv`); a Recurrent adds its
+    input and recurrent projections. ``spikes`` maps each population to
     its activity ``[T, n]`` of the first sample of ``example`` (non-zero = spike)."""
     import torch
     from torch import nn
@@ -288,27 +323,37 @@ def network_from_model(model, example):
     populations = {"input": int(np.prod(example.shape[2:]))}
     spikes = {"input": (example[:, 0].reshape(example.shape[0], -1) != 0).numpy()}
     projections, pending, prev = [], [], "input"
+    shape = tuple(example.shape[2:])
 
     def add(name, w, pre, post):
-        w = w.detach().cpu().double().numpy()
-        post_i, pre_i = np.nonzero(w)
-        projections.append(Projection(name, pre, post, w.shape[1], w.shape[0], pre_i, post_i,
-                                      w[post_i, pre_i], np.ones(pre_i.size, dtype=np.int16)))
+        if isinstance(w, tuple):                       # unrolled convolution
+            pre_i, post_i, wv, _ = w
+            n_pre, n_post = populations[pre], populations[post]
+        else:
+            w = w.detach().cpu().double().numpy()
+            post_i, pre_i = np.nonzero(w)
+            wv, n_pre, n_post = w[post_i, pre_i], w.shape[1], w.shape[0]
+        projections.append(Projection(name, pre, post, n_pre, n_post, pre_i, post_i, wv,
+                                      np.ones(pre_i.size, dtype=np.int16)))
 
     for i, (layer, out) in enumerate(zip(model, outs)):
         if isinstance(layer, nn.Linear):
             pending.append((f"{i}", layer.weight))
             continue
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            pending.append((f"{i}", unroll_conv(layer, shape)))
+            continue
         if isinstance(layer, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue
         if not isinstance(layer, (Neuron, Recurrent)):
             raise TypeError(f"layer {i} ({type(layer).__name__}) cannot be mapped; supported: "
-                            f"Linear, Flatten, neurons, Recurrent")
+                            f"Linear, Conv1d, Conv2d, Flatten, neurons, Recurrent (pooling "
+                            f"between spiking layers has no synaptic form)")
         name = f"pop{i}"
         populations[name] = int(np.prod(out.shape[2:]))
         spikes[name] = (out[:, 0].reshape(out.shape[0], -1) != 0).numpy()
         if len(pending) > 1:
-            raise TypeError(f"layer {i}: two Linear layers in a row cannot be mapped")
+            raise TypeError(f"layer {i}: two weight layers in a row cannot be mapped")
         for pname, w in pending:
             add(f"{prev}->{name}:{pname}", w, prev, name)
         pending = []
@@ -317,5 +362,5 @@ def network_from_model(model, example):
                 add(f"{prev}->{name}:input", layer.input.weight, prev, name)
             if layer.recurrent_kind == "dense":
                 add(f"{name}->{name}:recurrent", layer.recurrent.weight, name, name)
-        prev = name
+        prev, shape = name, tuple(out.shape[2:])
     return populations, projections, spikes

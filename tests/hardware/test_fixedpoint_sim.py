@@ -95,3 +95,32 @@ def test_router_reaches_every_target_core_and_validation():
         F.from_model(m, x * 0.5)
     with pytest.raises(ValueError, match="exactly one"):
         F.simulate(mp, {}, {"input": np.zeros((3, 8), bool)})
+
+
+def test_conv_unrolled_into_synapses_runs_exactly():
+    g = torch.Generator().manual_seed(4)
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+    m = spiking.Sequential(conv, spiking.LIF(tau_mem=4.0, threshold=1.0, **KW), nn.Flatten(),
+                           nn.Linear(3 * 4 * 4, 5, bias=False), spiking.LIF(tau_mem=2.0, **KW))
+    with torch.no_grad():
+        conv.weight.copy_(_pow2(conv.weight.shape, g) * 2)
+        conv.bias.copy_(torch.tensor([0.25, -0.5, 0.0]))
+        m[3].weight.copy_(_pow2((5, 48), g) * 2)
+    x = (torch.rand(30, 1, 2, 7, 7, generator=g) < 0.4).float()
+    pops, projs, _ = S.network_from_model(m, x)
+    assert pops == {"input": 98, "pop1": 48, "pop4": 5}
+    conv_p = projs[0]                  # dense equivalent of the unrolled synapses = the conv
+    dense = np.zeros((48, 98))
+    np.add.at(dense, (conv_p.post_idx, conv_p.pre_idx), conv_p.weight)
+    xs = x[0, 0]
+    ref = torch.nn.functional.conv2d(xs[None], conv.weight, None, 2, 1).flatten().double()
+    assert np.allclose(dense @ xs.flatten().double().numpy(), ref.detach().numpy())
+    sim, spikes, _ = F.from_model(m, x)
+    assert spikes["pop1"].any() and spikes["pop4"].any()
+    for p in ("pop1", "pop4"):
+        assert np.array_equal(sim[p], spikes[p]), p
+    with pytest.raises(TypeError, match="groups=1"):
+        S.unroll_conv(nn.Conv2d(2, 2, 3, groups=2), (2, 5, 5))
+    pooled = spiking.Sequential(nn.Conv2d(2, 3, 3), nn.MaxPool2d(2), spiking.LIF(**KW))
+    with pytest.raises(TypeError, match="MaxPool2d.*pooling"):
+        S.network_from_model(pooled, x)
