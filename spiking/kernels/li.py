@@ -64,7 +64,10 @@ def reference(x: torch.Tensor, state: LIState, p: LIParams, record: bool = False
 
 
 def run(x, state, p: LIParams, backend: str = "auto", record: bool = False):
-    _, fn = dispatch.select("li", backend, x, reference)
+    name, fn = dispatch.select("li", backend, x, reference)
+    if name == "reference" and x.dtype in (torch.float16, torch.bfloat16):
+        from spiking.kernels.lif import reference_float32
+        return reference_float32(fn, x, state, p, record)
     return fn(x, state, p, record=record)
 
 
@@ -72,3 +75,7 @@ def op_counts(shape_bt_n, p: LIParams) -> dict[str, int]:
     t, b, n = shape_bt_n
     per = 3 + (2 if p.alpha_syn is not None else 0)
     return {"membrane_updates": t * b * n, "neuron_ops": t * b * n * per, "spikes": 0}
+
+
+dispatch.register_fused("li", "cpu", "spiking.kernels.cpu.li:run")
+dispatch.register_fused("li", "cuda", "spiking.kernels.cuda_lif:run_li")

@@ -168,7 +168,25 @@ def run(x: torch.Tensor, state: LIFState, p: LIFParams, backend: str = "auto",
         record: bool = False):
     """Dispatch the sequence to a backend (see :mod:`spiking.kernels.dispatch`)."""
     name, fn = dispatch.select("lif", backend, x, reference, fused_unsupported(p))
+    if name == "reference" and x.dtype in HALF_DTYPES:
+        return reference_float32(fn, x, state, p, record)
     return fn(x, state, p, record=record)
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def reference_float32(ref, x: torch.Tensor, state, p, record: bool):
+    """Run a reference loop on float16/bfloat16 inputs in float32 (as the fused kernels
+    compute); outputs, final state and trajectory are cast back to ``x.dtype``."""
+    def up(v):
+        return v.float() if isinstance(v, torch.Tensor) and v.dtype in HALF_DTYPES else v
+    res = ref(up(x), type(state)(*[up(v) for v in state]), type(p)(*[up(v) for v in p]),
+              record=record)
+
+    def down(v):
+        return v.to(x.dtype) if isinstance(v, torch.Tensor) else v
+    return (down(res[0]),) + tuple(type(st)(*[down(v) for v in st]) for st in res[1:])
 
 
 def op_counts(shape_bt_n, p: LIFParams, spikes: int | None = None) -> dict[str, int]:
@@ -191,3 +209,7 @@ def op_counts(shape_bt_n, p: LIFParams, spikes: int | None = None) -> dict[str, 
     if spikes is not None:
         out["spikes"] = int(spikes)
     return out
+
+
+dispatch.register_fused("lif", "cpu", "spiking.kernels.cpu.lif:run")
+dispatch.register_fused("lif", "cuda", "spiking.kernels.cuda_lif:run_lif")

@@ -1,0 +1,285 @@
+"""Neuron kernels side by side: our backends against snnTorch, Norse and SpikingJelly.
+
+``python benchmarks/neurons.py [--json out.json] [--repeat 7] [--quick]`` (also importable:
+``main(argv)``, for ``spiking bench neurons``). Prints a Markdown table with forward and
+forward+backward median times, the ratio of each peer to our fused kernel of the same neuron,
+activation memory, and effective bandwidth as a share of this machine's measured copy
+bandwidth (a large tensor copy, read + write bytes / time).
+
+Effective bandwidth counts the bytes an ideal fused kernel must move per neuron-step in
+float32: forward 12 B (read x, write spikes, write the 4 B state kept for backward),
+forward+backward 24 B (plus read grad, read state, write grad x). Memory is the bytes saved
+for backward (``torch.autograd.graph.saved_tensors_hooks``) on CPU, and the peak allocated
+memory on GPU. Peers, each the closest equivalent of the row it is compared with:
+
+- snnTorch ``Leaky`` (subtract reset, atan surrogate) looped over T  vs our ``LIF``;
+- Norse ``LIFBoxCell`` looped over T (LIF without synaptic current) vs our ``LIF``;
+- Norse ``LIF`` (sequence module, current-based LIF)                 vs our ``CubaLIF``;
+- SpikingJelly ``LIFNode(step_mode="m")`` (multi-step)               vs our ``LIF``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+
+import torch
+
+CPU_SHAPES = [(100, 32, 512), (500, 16, 128)]
+GPU_SHAPES = [(128, 1, 2**20)]
+ON_SIZES = [4096, 8192, 16384]  # Open Neuromorphic replica: Linear(N, N) + LIF, B=16, T=500
+TAU, DT = 10e-3, 1e-3
+BETA = math.exp(-DT / TAU)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth(device, mbytes=512, repeat=5) -> float:
+    """Bytes/s of a large tensor copy (read + write)."""
+    a = torch.ones(mbytes * 2**20 // 4, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    _sync(device)
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.numel() * 4 / best
+
+
+def median_time(fn, device, repeat) -> float:
+    fn()
+    _sync(device)
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def saved_bytes(fn) -> int:
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+# ---- runners: each returns f(x) -> spikes [T, B, N] -----------------------------------------
+
+def ours(kind, backend):
+    import spiking
+
+    cls = {"LIF": spiking.LIF, "CubaLIF": spiking.CubaLIF}[kind]
+    m = cls(tau_mem=TAU, dt=DT, backend=backend)
+    return lambda x: m(x)[0]
+
+
+def snntorch_leaky():
+    import snntorch as snn
+
+    lif = snn.Leaky(beta=BETA, threshold=1.0, reset_mechanism="subtract")
+
+    def run(x):
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            s, mem = lif(x[t], mem)
+            out.append(s)
+        return torch.stack(out)
+    return run
+
+
+def norse_lif():
+    import norse.torch as nt
+
+    m = nt.LIF(nt.LIFParameters(tau_mem_inv=torch.tensor(1 / TAU)), dt=DT)
+    return lambda x: m(x)[0]
+
+
+def norse_lifbox():
+    import norse.torch as nt
+
+    cell = nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(1 / TAU)), dt=DT)
+
+    def run(x):
+        state, out = None, []
+        for t in range(x.shape[0]):
+            s, state = cell(x[t], state)
+            out.append(s)
+        return torch.stack(out)
+    return run
+
+
+def spikingjelly_lif(backend=None):
+    from spikingjelly.activation_based import functional, neuron
+
+    kw = {"backend": backend} if backend else {}
+    m = neuron.LIFNode(tau=TAU / DT, decay_input=False, step_mode="m", **kw)
+
+    def run(x):
+        functional.reset_net(m)
+        return m(x)
+    return run
+
+
+def peers(device):
+    """(label, compared-with label, factory) for every installed peer."""
+    out = [("snnTorch Leaky", "ours cpu LIF", snntorch_leaky),
+           ("Norse LIFBoxCell loop", "ours cpu LIF", norse_lifbox),
+           ("Norse LIF", "ours cpu CubaLIF", norse_lif),
+           ("SpikingJelly LIFNode m (torch)", "ours cpu LIF", spikingjelly_lif)]
+    if device.type == "cuda":
+        out = [(a, b.replace("cpu", "cuda"), f) for a, b, f in out]
+        out.append(("SpikingJelly LIFNode m (cupy)", "ours cuda LIF",
+                    lambda: spikingjelly_lif("cupy")))
+    return out
+
+
+def bench_shape(shape, device, repeat, bw) -> list[dict]:
+    t, b, n = shape
+    x0 = torch.rand(shape, device=device) * 0.3
+    fused = "cuda" if device.type == "cuda" else "cpu"
+    runners = [(f"ours reference {k}", None, lambda k=k: ours(k, "reference"))
+               for k in ("LIF", "CubaLIF")]
+    runners += [(f"ours {fused} {k}", None, lambda k=k: ours(k, fused)) for k in ("LIF",
+                                                                                 "CubaLIF")]
+    runners += peers(device)
+    rows, steps = [], t * b * n
+    for label, versus, factory in runners:
+        row = {"shape": f"T={t} B={b} N={n}", "impl": label, "versus": versus}
+        try:
+            f = factory()
+            if device.type == "cuda" and hasattr(f, "to"):
+                f = f.to(device)
+            xg = x0.clone().requires_grad_()
+
+            def fwd(f=f):
+                with torch.no_grad():
+                    f(x0)
+
+            def fwd_bwd(f=f, xg=xg):
+                f(xg).sum().backward()
+            row["fwd_ms"] = median_time(fwd, device, repeat) * 1e3
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            row["fwd_bwd_ms"] = median_time(fwd_bwd, device, repeat) * 1e3
+            row["mem_mb"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                             else saved_bytes(lambda f=f, xg=xg: f(xg))) / 2**20
+            row["fwd_bw_pct"] = 100 * 12 * steps / bw / (row["fwd_ms"] / 1e3)
+            row["fwd_bwd_bw_pct"] = 100 * 24 * steps / bw / (row["fwd_bwd_ms"] / 1e3)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        rows.append(row)
+    by_label = {r["impl"]: r for r in rows}
+    for r in rows:
+        ref = by_label.get(r["versus"] or "")
+        if ref and "fwd_ms" in r and "fwd_ms" in ref:
+            r["fwd_ratio"] = r["fwd_ms"] / ref["fwd_ms"]
+            r["fwd_bwd_ratio"] = r["fwd_bwd_ms"] / ref["fwd_bwd_ms"]
+    return rows
+
+
+def bench_open_neuromorphic(device, repeat) -> list[dict]:
+    """Linear(N, N) + LIF, B=16, T=500, forward+backward (GPU only)."""
+    import spiking
+
+    rows = []
+    for n in ON_SIZES:
+        lin = torch.nn.Linear(n, n, device=device)
+        lif = spiking.LIF(tau_mem=TAU, dt=DT, backend="cuda")
+        x = torch.rand(500, 16, n, device=device)
+
+        def step(lin=lin, lif=lif, x=x):
+            lif(lin(x))[0].sum().backward()
+        torch.cuda.reset_peak_memory_stats()
+        ms = median_time(step, device, repeat) * 1e3
+        rows.append({"shape": f"ON T=500 B=16 N={n}", "impl": "ours cuda Linear+LIF",
+                     "fwd_bwd_ms": ms, "mem_mb": torch.cuda.max_memory_allocated() / 2**20,
+                     "tf32": torch.backends.cuda.matmul.allow_tf32})
+    return rows
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        info["cpu"], info["cores"] = (names[0] if names else platform.processor()), len(names)
+    except OSError:
+        info["cpu"] = platform.processor()
+    for mod in ("numba", "snntorch", "norse", "spikingjelly", "cupy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            info[mod] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def fmt(v, spec=".2f"):
+    return "—" if v is None else format(v, spec)
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| shape | implementation | fwd ms | fwd+bwd ms | peer / ours (fwd, fwd+bwd) | "
+            "memory MB | fwd % copy BW | fwd+bwd % copy BW |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {r['impl']} | not run: {r['error']} |||||| ")
+            continue
+        ratio = (f"{r['fwd_ratio']:.1f}x, {r['fwd_bwd_ratio']:.1f}x vs {r['versus']}"
+                 if "fwd_ratio" in r else "")
+        lines.append(f"| {r['shape']} | {r['impl']} | {fmt(r.get('fwd_ms'))} | "
+                     f"{fmt(r.get('fwd_bwd_ms'))} | {ratio} | {fmt(r.get('mem_mb'), '.1f')} | "
+                     f"{fmt(r.get('fwd_bw_pct'), '.0f')} | {fmt(r.get('fwd_bwd_bw_pct'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--repeat", type=int, default=7, help="timed repetitions (median)")
+    ap.add_argument("--quick", action="store_true", help="first CPU shape only")
+    ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    args = ap.parse_args(argv)
+    info = machine()
+    rows = []
+    devices = [torch.device("cpu")] if args.device != "cuda" else []
+    if args.device != "cpu" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    for device in devices:
+        bw = copy_bandwidth(device)
+        info[f"copy_bandwidth_gbs_{device.type}"] = bw / 1e9
+        shapes = CPU_SHAPES if device.type == "cpu" else GPU_SHAPES
+        for shape in shapes[:1] if args.quick else shapes:
+            rows += bench_shape(shape, device, args.repeat, bw)
+        if device.type == "cuda" and not args.quick:
+            rows += bench_open_neuromorphic(device, args.repeat)
+    print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": info, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,356 @@
+r"""Fused CPU (numba) kernels of the LIF family: the whole time loop in one parallel kernel.
+
+The update is exactly the one of :mod:`spiking.kernels.lif` (read its docstring: it is the
+spec), evaluated in the same operation order so that float32/float64 forward results are
+bitwise equal to the reference loop. ``numba.prange`` splits the ``M = B * N * ...`` neurons
+of one step over threads; each neuron runs its ``T`` steps with ``v, i, a`` in local variables.
+
+Backward (BPTT through the surrogate ``g``, Zenke & Vogels 2021 / Neftci et al. 2019),
+per step in reverse with adjoints ``gv, gi, ga`` of ``v[t], i[t], a[t]`` (plus the gradient
+of the recorded trajectory at ``t`` when ``record=True``), ``z = h - theta_t``:
+
+.. code-block:: text
+
+    gh = gv (subtract / none / reset_delay),  gv * (1 - s) (zero);  g_vreset += gv * s (zero)
+    g_theta = -s * gv (subtract, immediate reset)
+    gs = grad_out[t] + adapt_jump * ga;  g_adapt_jump += ga * s;  ga_dec = ga
+    gz = gs * g(z);  gh += gz;  g_theta -= gz;  g_threshold += g_theta;  ga_dec += g_theta
+    g_alpha_adapt += ga_dec * a[t-1];  ga <- alpha_adapt * ga_dec
+    g_alpha_mem += gh * (v_in - v_leak);  g_v_leak += gh * (1 - alpha_mem);  g_gain += gh * drive
+    g_threshold -= gh * r (delayed subtract);  gv <- alpha_mem * gh * (1 - r) (delayed zero)
+                                                       else alpha_mem * gh;  g_vreset += ... * r
+    gdrive = gain * gh;  with a synapse: gx = gi + gdrive (current_first) or gi (else),
+    g_alpha_syn += gx * i[t-1];  gi <- alpha_syn * gx (+ gdrive if not current_first)
+
+Memory kept for backward, per neuron-step (compute dtype: 4 bytes for float32, 8 for float64):
+the pre-reset membrane ``h`` (4 B); plus ``i`` with a synapse (+4 B) and ``a`` with adaptation
+(+4 B): LIF 4 B, CubaLIF or ALIF 8 B, ALIF with synapse 12 B. Spikes are not stored: the
+backward recomputes ``s = H(h - theta)`` and the previous membrane from ``h`` with the same
+arithmetic as the forward, hence bitwise identically. The input ``x`` is kept only when the
+input gain needs a gradient and there is no synapse (``normalize_input`` with learnable tau).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from spiking.kernels import fused
+
+CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
+# Neurons per block: prange runs over blocks; inside, the time loop runs over the block's
+# neurons in an innermost loop that the compiler vectorises (a per-neuron loop over T is bound
+# by the latency of the recurrence and measured ~15x slower on the benchmark shape).
+BLOCK = 256
+
+
+@numba.njit(cache=True)
+def _surrogate_block(z, out, n, sid, k1, k2, one, zero):
+    """out[:n] = g(z[:n]) for the built-in surrogate ``sid`` (kernel_id of spiking/surrogate.py),
+    one vectorisable loop per kind; k1, k2 from :func:`spiking.kernels.fused.surrogate_consts`."""
+    if sid == 0:  # atan: (a/2) / (1 + (pi/2 a z)^2)
+        for jj in range(n):
+            u = k2 * z[jj]
+            out[jj] = k1 / (one + u * u)
+    elif sid == 1:  # fast_sigmoid: 1 / (1 + a|z|)^2
+        for jj in range(n):
+            dd = one + k1 * abs(z[jj])
+            out[jj] = one / (dd * dd)
+    elif sid == 2:  # sigmoid: a sig(az) (1 - sig(az))
+        for jj in range(n):
+            sg = one / (one + math.exp(-(k1 * z[jj])))
+            out[jj] = k1 * sg * (one - sg)
+    elif sid == 3:  # triangle: a max(0, 1 - a|z|)
+        for jj in range(n):
+            out[jj] = k1 * max(zero, one - k1 * abs(z[jj]))
+    else:  # straight_through: a/2 where |z| < 1/a
+        for jj in range(n):
+            out[jj] = k1 if abs(z[jj]) < k2 else zero
+
+
+@numba.njit(cache=True)
+def _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr):
+    """The 8 parameters of neurons j0 .. j0+n-1 (read with period p[j % P]) as [8, n]."""
+    q = np.empty((8, n), am.dtype)
+    for jj in range(n):
+        j = j0 + jj
+        q[0, jj] = am[j % am.shape[0]]
+        q[1, jj] = th[j % th.shape[0]]
+        q[2, jj] = asy[j % asy.shape[0]]
+        q[3, jj] = aad[j % aad.shape[0]]
+        q[4, jj] = aj[j % aj.shape[0]]
+        q[5, jj] = g[j % g.shape[0]]
+        q[6, jj] = vl[j % vl.shape[0]]
+        q[7, jj] = vr[j % vr.shape[0]]
+    return q
+
+
+@numba.njit(cache=True)
+def _block_state(src, has, j0, n, zero):
+    b = np.empty(n, src.dtype)
+    for jj in range(n):
+        b[jj] = src[j0 + jj] if has else zero
+    return b
+
+
+# Inside a block, option flags are loop-invariant: each inner loop is straight-line code with
+# selects (or the flag test hoisted around the loop), so that it vectorises.
+@numba.njit(parallel=True, cache=True)
+def _fwd(x, v0, i0, a0, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay, cfirst, record,
+         out, vT, iT, aT, h_st, i_st, a_st, v_tr, i_tr, a_tr, one, zero):
+    T, M = x.shape
+    r_zero = delay and reset == 1  # delayed zero reset
+    r_sub = delay and reset == 0  # delayed subtract reset
+    keep_h = delay or reset == 2  # v[t] = h[t]
+    sub = reset == 0
+    for b in numba.prange((M + BLOCK - 1) // BLOCK):
+        j0 = b * BLOCK
+        n = min(BLOCK, M - j0)
+        q = _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr)
+        p_am, p_th, p_as, p_aa, p_aj, p_g, p_vr = q[0], q[1], q[2], q[3], q[4], q[5], q[7]
+        c_leak = np.empty(n, x.dtype)
+        for jj in range(n):
+            c_leak[jj] = (one - p_am[jj]) * q[6, jj]
+        vb = _block_state(v0, True, j0, n, zero)
+        ib = _block_state(i0, syn, j0, n, zero)
+        ab = _block_state(a0, ada, j0, n, zero)
+        # targets of the stores of absent state variables (distinct, so no two rows alias)
+        scratch_i = np.empty(n, x.dtype)
+        scratch_a = np.empty(n, x.dtype)
+        for t in range(T):
+            xr = x[t, j0:j0 + n]
+            hr = h_st[t, j0:j0 + n]
+            orow = out[t, j0:j0 + n]
+            ir = i_st[t, j0:j0 + n] if syn else scratch_i
+            ar = a_st[t, j0:j0 + n] if ada else scratch_a
+            for jj in range(n):
+                xt = xr[jj]
+                i_old = ib[jj]
+                i_new = p_as[jj] * i_old + xt
+                drive = (i_new if cfirst else i_old) if syn else xt
+                ib[jj] = i_new
+                ir[jj] = i_new
+                v = vb[jj]
+                r = one if v - p_th[jj] > zero else zero
+                v_in = v * (one - r) + p_vr[jj] * r if r_zero else v
+                h = p_am[jj] * v_in + c_leak[jj] + p_g[jj] * drive
+                h = h - p_th[jj] * r if r_sub else h
+                hr[jj] = h
+                a_dec = p_aa[jj] * ab[jj]
+                theta = p_th[jj] + a_dec if ada else p_th[jj]
+                s = one if h - theta > zero else zero
+                a_new = a_dec + p_aj[jj] * s
+                ab[jj] = a_new
+                ar[jj] = a_new
+                v_sub = h - theta * s
+                v_zero = h * (one - s) + p_vr[jj] * s
+                vb[jj] = h if keep_h else (v_sub if sub else v_zero)
+                orow[jj] = s
+            if record:
+                vtr = v_tr[t, j0:j0 + n]
+                for jj in range(n):
+                    vtr[jj] = vb[jj]
+                if syn:
+                    itr = i_tr[t, j0:j0 + n]
+                    for jj in range(n):
+                        itr[jj] = ib[jj]
+                if ada:
+                    atr = a_tr[t, j0:j0 + n]
+                    for jj in range(n):
+                        atr[jj] = ab[jj]
+        for jj in range(n):
+            vT[j0 + jj] = vb[jj]
+            if syn:
+                iT[j0 + jj] = ib[jj]
+            if ada:
+                aT[j0 + jj] = ab[jj]
+
+
+@numba.njit(parallel=True, cache=True)
+def _bwd(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, has_g, v0, i0, a0, h_st, i_st, a_st, x,
+         has_x, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay, cfirst, sid, k1, k2,
+         gx, gv0, gi0, ga0, gp, one, zero):
+    T, M = h_st.shape
+    r_zero = delay and reset == 1
+    r_sub = delay and reset == 0
+    keep_h = delay or reset == 2
+    sub = reset == 0
+    imm_sub = not keep_h and sub  # immediate subtract reset
+    imm_zero = not keep_h and not sub  # immediate zero reset
+    for b in numba.prange((M + BLOCK - 1) // BLOCK):
+        j0 = b * BLOCK
+        n = min(BLOCK, M - j0)
+        q = _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr)
+        p_am, p_th, p_as, p_aa = q[0], q[1], q[2], q[3]
+        p_aj, p_g, p_vl, p_vr = q[4], q[5], q[6], q[7]
+        zb = np.zeros(n, h_st.dtype)
+        v0b = _block_state(v0, True, j0, n, zero)
+        i0b = _block_state(i0, syn, j0, n, zero)
+        a0b = _block_state(a0, ada, j0, n, zero)
+        gvb = _block_state(g_vT, has_g[1], j0, n, zero)
+        gib = _block_state(g_iT, has_g[2], j0, n, zero)
+        gab = _block_state(g_aT, has_g[3], j0, n, zero)
+        # per-neuron parameter gradients, one array each (rows of one 2D array defeat the
+        # vectoriser's alias analysis)
+        d_am, d_th, d_as, d_aa = zb.copy(), zb.copy(), zb.copy(), zb.copy()
+        d_aj, d_g, d_vl, d_vr = zb.copy(), zb.copy(), zb.copy(), zb.copy()
+        vp = np.empty(n, h_st.dtype)
+        z = np.empty(n, h_st.dtype)
+        sg = np.empty(n, h_st.dtype)
+        for t in range(T - 1, -1, -1):
+            if has_g[4]:
+                row = g_vtr[t, j0:j0 + n]
+                for jj in range(n):
+                    gvb[jj] += row[jj]
+            if syn and has_g[5]:
+                row = g_itr[t, j0:j0 + n]
+                for jj in range(n):
+                    gib[jj] += row[jj]
+            if ada and has_g[6]:
+                row = g_atr[t, j0:j0 + n]
+                for jj in range(n):
+                    gab[jj] += row[jj]
+            hr = h_st[t, j0:j0 + n]
+            go = g_out[t, j0:j0 + n] if has_g[0] else zb
+            a_p = (a_st[t - 1, j0:j0 + n] if t > 0 else a0b) if ada else zb
+            i_p = (i_st[t - 1, j0:j0 + n] if t > 0 else i0b) if syn else zb
+            i_c = i_st[t, j0:j0 + n] if syn else zb
+            xr = x[t, j0:j0 + n] if has_x else zb
+            # recompute v[t-1] from h[t-1] with the forward's arithmetic
+            if t == 0:
+                for jj in range(n):
+                    vp[jj] = v0b[jj]
+            else:
+                hp = h_st[t - 1, j0:j0 + n]
+                if keep_h:
+                    for jj in range(n):
+                        vp[jj] = hp[jj]
+                else:
+                    a_pp = (a_st[t - 2, j0:j0 + n] if t > 1 else a0b) if ada else zb
+                    for jj in range(n):
+                        theta_p = p_th[jj] + p_aa[jj] * a_pp[jj] if ada else p_th[jj]
+                        s_p = one if hp[jj] - theta_p > zero else zero
+                        v_sub = hp[jj] - theta_p * s_p
+                        v_zero = hp[jj] * (one - s_p) + p_vr[jj] * s_p
+                        vp[jj] = v_sub if sub else v_zero
+            for jj in range(n):
+                theta = p_th[jj] + p_aa[jj] * a_p[jj] if ada else p_th[jj]
+                z[jj] = hr[jj] - theta
+            _surrogate_block(z, sg, n, sid, k1, k2, one, zero)
+            gxr = gx[t, j0:j0 + n]
+            for jj in range(n):
+                s = one if z[jj] > zero else zero
+                v_p = vp[jj]
+                r = one if v_p - p_th[jj] > zero else zero
+                v_in = v_p * (one - r) + p_vr[jj] * r if r_zero else v_p
+                gv, gi, ga = gvb[jj], gib[jj], gab[jj]
+                gh = gv * (one - s) if imm_zero else gv
+                g_theta = -(s * gv) if imm_sub else zero
+                d_vr[jj] += gv * s if imm_zero else zero
+                gs = go[jj] + p_aj[jj] * ga if ada else go[jj]
+                d_aj[jj] += ga * s
+                gz = gs * sg[jj]
+                gh += gz
+                g_theta -= gz
+                d_th[jj] += g_theta
+                ga_dec = ga + g_theta
+                d_aa[jj] += ga_dec * a_p[jj] if ada else zero
+                gab[jj] = p_aa[jj] * ga_dec if ada else zero
+                d_am[jj] += gh * (v_in - p_vl[jj])
+                d_vl[jj] += gh * (one - p_am[jj])
+                d_g[jj] += gh * ((i_c[jj] if cfirst else i_p[jj]) if syn else xr[jj])
+                gdrive = p_g[jj] * gh
+                gv_in = p_am[jj] * gh
+                d_th[jj] -= gh * r if r_sub else zero
+                gvb[jj] = gv_in * (one - r) if r_zero else gv_in
+                d_vr[jj] += gv_in * r if r_zero else zero
+                gtot = gi + gdrive if cfirst else gi
+                d_as[jj] += gtot * i_p[jj] if syn else zero
+                gi_new = p_as[jj] * gtot if cfirst else p_as[jj] * gtot + gdrive
+                gib[jj] = gi_new if syn else zero
+                gxr[jj] = gtot if syn else gdrive
+        for jj in range(n):
+            gv0[j0 + jj] = gvb[jj]
+            if syn:
+                gi0[j0 + jj] = gib[jj]
+            if ada:
+                ga0[j0 + jj] = gab[jj]
+            gp[0, j0 + jj] = d_am[jj]
+            gp[1, j0 + jj] = d_th[jj]
+            gp[2, j0 + jj] = d_as[jj]
+            gp[3, j0 + jj] = d_aa[jj]
+            gp[4, j0 + jj] = d_aj[jj]
+            gp[5, j0 + jj] = d_g[jj]
+            gp[6, j0 + jj] = d_vl[jj]
+            gp[7, j0 + jj] = d_vr[jj]
+
+
+def _np(t, dtype, ndim):
+    """A numpy view of an optional tensor (an empty array of the right rank when absent)."""
+    if t is None or t.numel() == 0:
+        return np.empty((0,) * ndim, dtype=dtype)
+    return t.detach().contiguous().numpy()
+
+
+def _scalars(dtype):
+    return dtype.type(1), dtype.type(0)
+
+
+def forward_kernel(x, v0, i0, a0, params, cfg, sur_alpha, record):
+    CALLS["fwd"] += 1
+    syn, ada = bool(cfg[0]), bool(cfg[1])
+    T, M = x.shape
+    dt = torch.empty(0, dtype=x.dtype).numpy().dtype
+    out = fused.alloc(x.shape, x.dtype, "cpu")
+    vT = fused.alloc(v0.shape, v0.dtype, "cpu")
+
+    def opt(flag, shape):
+        return fused.alloc(shape if flag else (0,), x.dtype, "cpu")
+    iT, aT = opt(syn, (M,)), opt(ada, (M,))
+    h = fused.alloc((T, M), x.dtype, "cpu")
+    i_st, a_st = opt(syn, (T, M)), opt(ada, (T, M))
+    v_tr, i_tr, a_tr = opt(record, (T, M)), opt(record and syn, (T, M)), opt(record and ada,
+                                                                           (T, M))
+    one, zero = _scalars(dt)
+    p = [_np(q, dt, 1) for q in params]
+    _fwd(_np(x, dt, 2), _np(v0, dt, 1), _np(i0, dt, 1), _np(a0, dt, 1), *p, syn, ada, cfg[2],
+         bool(cfg[3]), bool(cfg[4]), bool(record), out.numpy(), vT.numpy(), _np(iT, dt, 1),
+         _np(aT, dt, 1), h.numpy(), _np(i_st, dt, 2), _np(a_st, dt, 2), _np(v_tr, dt, 2),
+         _np(i_tr, dt, 2), _np(a_tr, dt, 2), one, zero)
+    return out, vT, iT, aT, h, i_st, a_st, v_tr, i_tr, a_tr
+
+
+def backward_kernel(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h, i_st, a_st, x,
+                    params, cfg, sur_alpha):
+    CALLS["bwd"] += 1
+    T, M = h.shape
+    syn, ada = bool(cfg[0]), bool(cfg[1])
+    dt = torch.empty(0, dtype=h.dtype).numpy().dtype
+    grads = (g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr)
+    has_g = np.array([gr is not None and gr.numel() > 0 for gr in grads], dtype=np.bool_)
+    gx = fused.alloc((T, M), h.dtype, "cpu")
+    gv0 = fused.alloc((M,), h.dtype, "cpu")
+    gi0 = fused.alloc((M if syn else 0,), h.dtype, "cpu")
+    ga0 = fused.alloc((M if ada else 0,), h.dtype, "cpu")
+    gp = fused.alloc((len(fused.LIF_PARAMS), M), h.dtype, "cpu")
+    k1, k2 = fused.surrogate_consts(cfg[5], sur_alpha)
+    one, zero = _scalars(dt)
+    _bwd(_np(g_out, dt, 2), _np(g_vT, dt, 1), _np(g_iT, dt, 1), _np(g_aT, dt, 1),
+         _np(g_vtr, dt, 2), _np(g_itr, dt, 2), _np(g_atr, dt, 2), has_g, _np(v0, dt, 1),
+         _np(i0, dt, 1), _np(a0, dt, 1), _np(h, dt, 2), _np(i_st, dt, 2), _np(a_st, dt, 2),
+         _np(x, dt, 2), x is not None, *[_np(q, dt, 1) for q in params], syn, ada, cfg[2],
+         bool(cfg[3]), bool(cfg[4]), cfg[5], dt.type(k1), dt.type(k2), gx.numpy(), gv0.numpy(),
+         _np(gi0, dt, 1), _np(ga0, dt, 1), gp.numpy(), one, zero)
+    return gx, gv0, gi0, ga0, gp
+
+
+fused.register_kernel("lif_fwd", "cpu", forward_kernel)
+fused.register_kernel("lif_bwd", "cpu", backward_kernel)
+
+
+def run(x, state, p, record=False):
+    """Fused CPU run; same signature and returns as :func:`spiking.kernels.lif.reference`."""
+    return fused.run_lif(x, state, p, record, backend="cpu")

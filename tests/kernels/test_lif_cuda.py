@@ -1,0 +1,105 @@
+"""Fused CUDA (CuPy) LIF-family and LI kernels against the reference, on a GPU.
+
+Skipped without CUDA or CuPy. float32/float64 forward results must be bitwise equal (the
+kernels are compiled with --fmad=false); float16/bfloat16 are computed in float32 exactly as
+the reference's float32 upcast, then rounded once.
+"""
+
+import pytest
+import torch
+from fused_helpers import TOL, assert_close, run_and_grad
+
+from spiking.kernels import fused
+from spiking.kernels import li as KLI
+from spiking.kernels import lif as K
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
+pytest.importorskip("cupy", reason="cupy is not installed: pip install 'spiking[cuda]'")
+from test_li_fused import make_case as make_li
+from test_lif_fused import KINDS, make_case
+
+from spiking.kernels import cuda_lif as CU
+
+TOL.setdefault(torch.float16, 1e-2)
+TOL.setdefault(torch.bfloat16, 1e-2)
+
+
+@pytest.fixture(autouse=True)
+def nan_prefill(monkeypatch):
+    monkeypatch.setattr(fused, "PREFILL", float("nan"))
+
+
+def to_cuda(x, state, p, dtype):
+    def mv(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        d = dtype if t is x or any(t is s for s in state) else (
+            torch.float64 if dtype == torch.float64 else torch.float32)
+        return t.detach().to("cuda", d).requires_grad_()
+    xs, ss = mv(x), type(state)(*[mv(s) for s in state])
+    ps = type(p)(*[mv(v) for v in p])
+    leaves = [xs, *[s for s in ss if s is not None], *[v for v in ps
+                                                       if isinstance(v, torch.Tensor)]]
+    return xs, ss, ps, leaves
+
+
+def compare(kernel, x, state, p, leaves, dtype):
+    calls = dict(CU.CALLS)
+    ref = run_and_grad(lambda *a: kernel.run(*a[:3], backend="reference", record=a[3]),
+                       x, state, p, leaves)
+    got = run_and_grad(lambda *a: kernel.run(*a[:3], backend="cuda", record=a[3]),
+                       x, state, p, leaves)
+    assert CU.CALLS["fwd"] == calls["fwd"] + 1 and CU.CALLS["bwd"] == calls["bwd"] + 1
+    # forward: bitwise equal in every dtype (half types: same float32 math, one rounding)
+    assert_close("out", got[0], ref[0], dtype, exact=True)
+    for k in range(len(got[1])):
+        assert_close(f"final[{k}]", got[1][k], ref[1][k], dtype, exact=True)
+        assert_close(f"traj[{k}]", got[2][k], ref[2][k], dtype, exact=True)
+    for k, (a, b) in enumerate(zip(got[3], ref[3])):
+        assert_close(f"grad[{k}]", a, b, dtype)
+
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("reset, delay", [("subtract", False), ("zero", False), ("none", False),
+                                          ("subtract", True), ("zero", True)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lif_cuda_matches_reference(kind, reset, delay, dtype):
+    case = make_case(kind, per_neuron=True, dtype=torch.float64, reset=reset, delay=delay,
+                     shape=(40, 3, 333))
+    compare(K, *to_cuda(*case[:3], dtype), dtype)
+
+
+@pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid", "triangle",
+                                       "straight_through"])
+def test_lif_cuda_surrogates(surrogate):
+    case = make_case("alif_syn", per_neuron=False, dtype=torch.float64, surrogate=surrogate)
+    compare(K, *to_cuda(*case[:3], torch.float32), torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1000, 1, 3), (3, 2, 129)])
+def test_lif_cuda_awkward_sizes(shape):
+    case = make_case("cuba", per_neuron=True, dtype=torch.float64, shape=shape)
+    compare(K, *to_cuda(*case[:3], torch.float64), torch.float64)
+
+
+@pytest.mark.parametrize("syn", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_li_cuda_matches_reference(syn, dtype):
+    case = make_li(syn, True, torch.float64)
+    compare(KLI, *to_cuda(*case[:3], dtype), dtype)
+
+
+def test_cuda_torch_compile():
+    x, state, p, _ = to_cuda(*make_case("alif_syn", per_neuron=True, dtype=torch.float64,
+                                        shape=(8, 2, 64))[:3], torch.float32)
+
+    def f(x):
+        out, final, traj = CU.run_lif(x, state, p, record=True)
+        return out.sum() + final.v.sum() + traj.v.pow(2).sum()
+    eager = torch.autograd.grad(f(x), x)[0]
+    compiled = torch.autograd.grad(torch.compile(f, fullgraph=True)(x), x)[0]
+    assert_close("compiled grad x", compiled, eager, torch.float32)
