@@ -51,6 +51,8 @@ def main(argv=None):
                     help="memristive LSM accuracy sweep on N-MNIST instead of the mapping run")
     ap.add_argument("--fixedpoint", action="store_true",
                     help="fixed-point simulator vs float model agreement on a random network")
+    ap.add_argument("--egru", action="store_true",
+                    help="char-level EGRU at batch 1: SpiNNaker 2 vs GPU energy estimates")
     ap.add_argument("--sweep-neurons", type=int, default=1000)
     ap.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--sweep-out", default=str(Path(__file__).parent / "figures"
@@ -60,6 +62,8 @@ def main(argv=None):
         return crossbar_sweep(args)
     if args.fixedpoint:
         return fixedpoint(args)
+    if args.egru:
+        return egru_profile(args)
     from spiking.hardware import spinnaker
 
     print(f"machine: {platform.processor() or platform.machine()}, torch threads "
@@ -109,6 +113,65 @@ def fixedpoint(args, seeds=(0, 1, 2)):
               f"{r[:, 1].mean():.5f} (recurrent 300); identical trains {r[:, 2].mean():.3f}, "
               f"{r[:, 3].mean():.3f}; rates {r[:, 4].mean():.3f}, {r[:, 5].mean():.3f}; "
               f"{r[:, 6].mean():.1f} s per run (mean of {len(seeds)} seeds)")
+
+
+def egru_profile(args, hidden=512, steps=500, thresholds=(0.02, 0.05, 0.1, 0.2, 0.3)):
+    """One EGRU layer (H = 512) + per-step readout on the characters of the repository's
+    README (real text, one-hot, batch 1, untrained weights, torch.nn.GRU-style init): event
+    counts from a forward pass per threshold, energy per character on the SpiNNaker 2 and the
+    GPU (A100) profiles (both estimates; see profiles/*.toml)."""
+    from torch import nn
+
+    from spiking.hardware import counting, energy
+    from spiking.kernels import egru as K
+    from spiking.models.egru import EGRULayer
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    vocab = sorted(set(text))
+    idx = torch.tensor([vocab.index(c) for c in text[:steps]])
+    x = nn.functional.one_hot(idx, len(vocab)).float()[:, None]        # [T, 1, V]
+
+    class Net(nn.Module):                  # counted through its op_counts (not descended into)
+        def __init__(self, thr):
+            super().__init__()
+            self.egru = EGRULayer(len(vocab), hidden, threshold_init=thr, backend="reference")
+            self.readout = nn.Linear(hidden, len(vocab))
+            self.y = None
+
+        def forward(self, inp):
+            self.y, _ = self.egru(inp)
+            return self.readout(self.y)
+
+        def op_counts(self, t, b):
+            ev = int((self.y != 0).sum())
+            c = K.op_counts((t, b, hidden), len(vocab), events=int((self.y[:-1] != 0).sum()),
+                            input_events=int((x != 0).sum()))
+            c["readout_macs_dense"] = t * b * hidden * len(vocab)
+            c["readout_macs_event"] = ev * len(vocab)
+            return c
+
+    class CharEGRU(nn.Module):
+        def __init__(self, thr):
+            super().__init__()
+            self.net = Net(thr)
+
+        def forward(self, inp):
+            return self.net(inp)
+
+    print(f"char-level EGRU, H={hidden}, V={len(vocab)}, T={steps} characters, batch 1")
+    print("| threshold | activity | SpiNNaker 2 (uJ/char) | GPU A100 (uJ/char) | GPU / SpiNNaker 2 "
+          "| GPU / SpiNNaker 2, dynamic only |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for thr in thresholds:
+        torch.manual_seed(0)
+        model = CharEGRU(thr)
+        counts = counting.count(model, x)
+        assert not counts.uncounted, counts.uncounted
+        act = float((model.net.y != 0).float().mean())
+        s2, gpu = energy.estimate(counts, "spinnaker2"), energy.estimate(counts, "gpu_a100")
+        dyn = (gpu.total_j - gpu.static_j) / (s2.total_j - s2.static_j)
+        print(f"| {thr} | {act:.3f} | {s2.total_j / steps * 1e6:.4g} | "
+              f"{gpu.total_j / steps * 1e6:.4g} | {gpu.total_j / s2.total_j:.3g} | {dyn:.3g} |")
 
 
 def crossbar_sweep(args):
