@@ -3,8 +3,11 @@ neuromorphic hardware.
 
 - :mod:`~spiking.hardware.counting`: operation counts with NeuroBench's names (``count``)
 - :mod:`~spiking.hardware.energy`: device profiles (``profiles/*.toml``) and energy estimates
-- :mod:`~spiking.hardware.spinnaker`: SpiNNaker-like mapping, execution profile, simulator
-- :mod:`~spiking.hardware.crossbar`: memristive crossbars, non-ideal inference
+- :mod:`~spiking.hardware.spinnaker`: SpiNNaker-like mapping (Linear, Conv, Recurrent),
+  execution profile; :mod:`~spiking.hardware.fixedpoint_sim`: its fixed-point event-driven
+  simulator
+- :mod:`~spiking.hardware.crossbar`: memristive crossbars, non-ideal inference, energy and
+  latency; :mod:`~spiking.hardware.memristive_lsm`: reservoirs drawn from the device
 - :mod:`~spiking.hardware.export`: NIR export/import; :mod:`~spiking.hardware.weightmap`:
   event-driven weight maps and PyNN lists
 - :mod:`~spiking.hardware.report`: Markdown/JSON reports, ``demo_section``
