@@ -1,0 +1,299 @@
+r"""Fused CPU (numba) EGRU: forward and backward whose recurrent work follows the events.
+
+The update is the one of :mod:`spiking.kernels.egru` (its docstring is the spec). ``R`` is kept
+transposed, ``RT = weight_hh.T`` ``[H, 3H]``, so the column of unit ``j`` (its fan-out to the
+three gates of every unit) is one contiguous row ``RT[j]``.
+
+Forward, per sample (``numba.prange`` over the batch), per step: ``acc = wx[t]``; for each unit
+``j`` active at ``t-1`` add ``RT[j, :2H] * y[t-1, j]``; ``r = sigmoid(acc_r)``; for each active
+``j`` add ``RT[j, 2H:] * r[j] * y[t-1, j]``; then the elementwise update and the next active list.
+Cost: ``O(H)`` elementwise + ``3H`` multiply-adds per event.
+
+Backward (BPTT, reverse time, adjoints ``dc`` of ``c[t]``, ``gy`` of ``y[t]``):
+
+.. code-block:: text
+
+    f      = e + c * gamma g(c - theta)          (0 outside the backward support S[t])
+    dc     = dc_next + gc_traj[t] + gy * f;      dtheta -= gy * c * gamma g(c - theta)
+    da_u   = dc (z - c[t-1]) u (1 - u);  da_z = dc u (1 - z^2);  dc_next = dc (1 - u)
+    q_j    = (R_z^T da_z)_j;  da_r_j = q_j y[t-1,j] r_j (1 - r_j)      (j active at t-1 only)
+    gy[t-1]_k = gy_out[t-1]_k + (R_u^T da_u)_k + r_k q_k + (R_r^T da_r)_k - dc_k   (k in S[t-1])
+    dR_u[:, j] += da_u y[t-1,j];  dR_z[:, j] += da_z r_j y[t-1,j];  dR_r[i, j] += da_r_i y[t-1,j]
+
+``S[-1]`` is every unit (the gradient of the initial state ``y[-1]`` is dense). Cost: ``O(H)``
+elementwise + ``2H`` per unit of ``S[t-1]`` (rows of ``RT``) + ``4H`` per event (``q``, the rows of
+``R_r`` for ``R_r^T da_r``, ``dR``). The batch is split into one chunk per thread, time runs
+outside the chunk's samples so each row of ``RT`` is reused across them; each chunk accumulates
+its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys are vectorised (fastmath
+reassociation only, NaN/inf semantics kept), so float32 results differ from the reference by
+rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
+Memory kept for backward: ``c, y, u, r, z`` per unit-step (5 values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from spiking.kernels.egru import EGRUState, surrogate_consts
+
+CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
+
+
+@numba.njit(cache=True, inline="always")
+def surrogate_grad(z, sid, k1, k2, one, zero):
+    """The built-in surrogates of :mod:`spiking.surrogate` by kernel_id (k1, k2: see below)."""
+    if sid == 0:  # atan: (a/2) / (1 + (pi/2 a z)^2)
+        u = k2 * z
+        return k1 / (one + u * u)
+    if sid == 1:  # fast_sigmoid: 1 / (1 + a|z|)^2
+        d = one + k1 * abs(z)
+        return one / (d * d)
+    if sid == 2:  # sigmoid: a sig(az) (1 - sig(az))
+        sg = one / (one + math.exp(-(k1 * z)))
+        return k1 * sg * (one - sg)
+    if sid == 3:  # triangle: a max(0, 1 - a|z|)
+        return k1 * max(zero, one - k1 * abs(z))
+    return k1 if abs(z) < k2 else zero  # straight_through: a/2 where |z| < 1/a
+
+
+# Reassociation lets the dot products and axpys vectorise; NaN/inf semantics are kept.
+_FM = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(cache=True, inline="always")
+def _sigmoid(x, one):
+    return one / (one + math.exp(-x))
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FM)
+def _fwd(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
+    T, B, H3 = wx.shape
+    H = H3 // 3
+    one = wx.dtype.type(1.0)
+    two = wx.dtype.type(2.0)
+    zero = wx.dtype.type(0.0)
+    for b in numba.prange(B):
+        act = np.empty(H, np.int64)
+        acc = np.empty(H3, wx.dtype)
+        na = 0
+        for j in range(H):
+            if y0[b, j] != zero:
+                act[na] = j
+                na += 1
+        for t in range(T):
+            yp = y0[b] if t == 0 else y_out[t - 1, b]
+            cp = c0[b] if t == 0 else c_out[t - 1, b]
+            for i in range(H3):
+                acc[i] = zero
+            # u, r: the columns (rows of RT) of the units that fired at t-1
+            for k in range(na):
+                j = act[k]
+                yj = yp[j]
+                for i in range(2 * H):
+                    acc[i] += rt[j, i] * yj
+            for i in range(H):
+                r_out[t, b, i] = _sigmoid(wx[t, b, H + i] + acc[H + i], one)
+            for k in range(na):
+                j = act[k]
+                ryj = r_out[t, b, j] * yp[j]
+                for i in range(H):
+                    acc[2 * H + i] += rt[j, 2 * H + i] * ryj
+            na = 0
+            for i in range(H):
+                u = _sigmoid(wx[t, b, i] + acc[i], one)
+                # tanh(a) = 2 sigmoid(2a) - 1 (libm tanhf is ~4x slower than expf here)
+                z = two / (one + math.exp(-two * (wx[t, b, 2 * H + i] + acc[2 * H + i]))) - one
+                c = u * z + (one - u) * cp[i] - yp[i]
+                u_out[t, b, i] = u
+                z_out[t, b, i] = z
+                c_out[t, b, i] = c
+                if c - thr[i] > zero:
+                    y_out[t, b, i] = c
+                    act[na] = i
+                    na += 1
+                else:
+                    y_out[t, b, i] = zero
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FM)
+def _bwd(gy_out, gc_out, rt, rw, thr, c0, y0, c_st, y_st, u_st, r_st, z_st, sid, k1, k2, damp,
+         dwx, drt_parts, dthr_parts, dc0, dy0):
+    T, B, H = gy_out.shape
+    one = gy_out.dtype.type(1.0)
+    zero = gy_out.dtype.type(0.0)
+    nchunk = drt_parts.shape[0]
+    for ch in numba.prange(nchunk):
+        b0 = ch * B // nchunk
+        nb = (ch + 1) * B // nchunk - b0
+        drt = drt_parts[ch]
+        dthr = dthr_parts[ch]
+        dt = gy_out.dtype
+        dc = np.zeros((nb, H), dt)
+        dcur = np.empty((nb, H), dt)
+        grec = np.zeros((nb, H), dt)
+        dau = np.empty((nb, H), dt)
+        daz = np.empty((nb, H), dt)
+        dar = np.empty((nb, H), dt)
+        q = np.empty((nb, H), dt)
+        gr = np.empty((nb, H), dt)
+        ins = np.empty((nb, H), np.bool_)
+        act = np.empty((nb, H), np.int64)
+        na = np.empty(nb, np.int64)
+        for t in range(T - 1, -1, -1):
+            yp = y0[b0:b0 + nb] if t == 0 else y_st[t - 1, b0:b0 + nb]
+            cp = c0[b0:b0 + nb] if t == 0 else c_st[t - 1, b0:b0 + nb]
+            for bb in range(nb):
+                b = b0 + bb
+                for i in range(H):
+                    c = c_st[t, b, i]
+                    d = c - thr[i]
+                    hp = damp * surrogate_grad(d, sid, k1, k2, one, zero)
+                    e = one if d > zero else zero
+                    g = gy_out[t, b, i] + grec[bb, i]
+                    dci = dc[bb, i] + gc_out[t, b, i] + g * (e + c * hp)
+                    dthr[i] -= g * c * hp
+                    u = u_st[t, b, i]
+                    z = z_st[t, b, i]
+                    dau[bb, i] = dci * (z - cp[bb, i]) * u * (one - u)
+                    daz[bb, i] = dci * u * (one - z * z)
+                    dar[bb, i] = zero
+                    dcur[bb, i] = dci
+                    dc[bb, i] = dci * (one - u)
+                # events at t-1 and the backward support S[t-1] (every unit at t = 0)
+                n = 0
+                for j in range(H):
+                    if yp[bb, j] != zero:
+                        act[bb, n] = j
+                        n += 1
+                    if t == 0:
+                        ins[bb, j] = True
+                    else:
+                        d = cp[bb, j] - thr[j]
+                        ins[bb, j] = d > zero or surrogate_grad(d, sid, k1, k2, one, zero) != zero
+                na[bb] = n
+            # q_j = (R_z^T da_z)_j and the reset-gate adjoint, on events only
+            for j in range(H):
+                for bb in range(nb):
+                    yj = yp[bb, j]
+                    if yj != zero:
+                        s = zero
+                        for i in range(H):
+                            s += rt[j, 2 * H + i] * daz[bb, i]
+                        q[bb, j] = s
+                        r = r_st[t, b0 + bb, j]
+                        dar[bb, j] = s * yj * r * (one - r)
+            # gr = R_r^T da_r, non-zero da_r on events only: axpy over rows j of R_r (rw = R)
+            for bb in range(nb):
+                for k in range(H):
+                    gr[bb, k] = zero
+                for a in range(na[bb]):
+                    j = act[bb, a]
+                    d = dar[bb, j]
+                    for k in range(H):
+                        gr[bb, k] += rw[H + j, k] * d
+            # dL/dy[t-1] on the support only (sparse BPTT); row k of RT reused over the chunk
+            for k in range(H):
+                for bb in range(nb):
+                    if not ins[bb, k]:
+                        grec[bb, k] = zero
+                        continue
+                    s1 = zero
+                    for i in range(H):
+                        s1 += rt[k, i] * dau[bb, i]
+                    if yp[bb, k] != zero:
+                        s2 = q[bb, k]
+                    else:
+                        s2 = zero
+                        for i in range(H):
+                            s2 += rt[k, 2 * H + i] * daz[bb, i]
+                    grec[bb, k] = s1 + r_st[t, b0 + bb, k] * s2 + gr[bb, k] - dcur[bb, k]
+            for bb in range(nb):
+                b = b0 + bb
+                for i in range(H):
+                    dwx[t, b, i] = dau[bb, i]
+                    dwx[t, b, H + i] = dar[bb, i]
+                    dwx[t, b, 2 * H + i] = daz[bb, i]
+                for a in range(na[bb]):
+                    j = act[bb, a]
+                    yj = yp[bb, j]
+                    ryj = r_st[t, b, j] * yj
+                    for i in range(H):
+                        drt[j, i] += dau[bb, i] * yj
+                    for i in range(H):
+                        drt[j, 2 * H + i] += daz[bb, i] * ryj
+                    for a2 in range(na[bb]):
+                        i = act[bb, a2]
+                        drt[j, H + i] += dar[bb, i] * yj
+        for bb in range(nb):
+            for i in range(H):
+                dc0[b0 + bb, i] = dc[bb, i]
+                dy0[b0 + bb, i] = grec[bb, i]
+
+
+def _chunks(b: int) -> int:
+    return max(1, min(b, numba.get_num_threads()))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class _EGRUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, wx, weight_hh, thr, c0, y0, sid, k1, k2, damp):
+        t, b, h3 = wx.shape
+        h = h3 // 3
+        dt = wx.dtype
+        rt = weight_hh.detach().to(dt).t().contiguous()
+        full = {"dtype": dt}
+        y_out = torch.full((t, b, h), float("nan"), **full)  # NaN-filled: the kernel writes all
+        c_out = torch.full((t, b, h), float("nan"), **full)
+        u_out, r_out, z_out = (torch.empty((t, b, h), **full) for _ in range(3))
+        thr_c = thr.detach().to(dt).contiguous()
+        c0c, y0c = c0.detach().to(dt).contiguous(), y0.detach().to(dt).contiguous()
+        _fwd(_np(wx), rt.numpy(), thr_c.numpy(), c0c.numpy(), y0c.numpy(), y_out.numpy(),
+             c_out.numpy(), u_out.numpy(), r_out.numpy(), z_out.numpy())
+        CALLS["fwd"] += 1
+        ctx.save_for_backward(rt, thr_c, c0c, y0c, c_out, y_out, u_out, r_out, z_out)
+        ctx.cfg = (sid, k1, k2, damp, weight_hh.dtype, thr.dtype)
+        return y_out, c_out
+
+    @staticmethod
+    def backward(ctx, gy, gc):
+        rt, thr, c0, y0, c_st, y_st, u_st, r_st, z_st = ctx.saved_tensors
+        sid, k1, k2, damp, w_dtype, thr_dtype = ctx.cfg
+        dt = c_st.dtype
+        gy = torch.zeros_like(y_st) if gy is None else gy.to(dt).contiguous()
+        gc = torch.zeros_like(c_st) if gc is None else gc.to(dt).contiguous()
+        t, b, h = y_st.shape
+        nchunk = _chunks(b)
+        dwx = torch.empty((t, b, 3 * h), dtype=dt)
+        drt = torch.zeros((nchunk, h, 3 * h), dtype=dt)
+        dthr = torch.zeros((nchunk, h), dtype=dt)
+        dc0, dy0 = torch.empty((b, h), dtype=dt), torch.empty((b, h), dtype=dt)
+        cast = np.dtype(str(dt).replace("torch.", "")).type
+        rw = rt.t().contiguous()
+        _bwd(gy.numpy(), gc.numpy(), rt.numpy(), rw.numpy(), thr.numpy(), c0.numpy(), y0.numpy(),
+             c_st.numpy(), y_st.numpy(), u_st.numpy(), r_st.numpy(), z_st.numpy(), sid,
+             cast(k1), cast(k2), cast(damp), dwx.numpy(), drt.numpy(), dthr.numpy(),
+             dc0.numpy(), dy0.numpy())
+        CALLS["bwd"] += 1
+        dw = drt.sum(0).t().to(w_dtype)
+        return dwx, dw, dthr.sum(0).to(thr_dtype), dc0, dy0, None, None, None, None
+
+
+def run(wx, state, p, record=False):
+    """Fused CPU run; same signature and returns as :func:`spiking.kernels.egru.reference`."""
+    if wx.shape[0] == 0:
+        from spiking.kernels.egru import reference
+        return reference(wx, state, p, record)
+    sid = int(p.surrogate.kernel_id)
+    k1, k2 = surrogate_consts(sid, float(p.surrogate.alpha))
+    y, c = _EGRUFunction.apply(wx, p.weight_hh, p.threshold, state.c, state.y, sid, k1, k2,
+                               float(p.dampening))
+    final = EGRUState(c[-1], y[-1])
+    return (y, final, EGRUState(c, y)) if record else (y, final)

@@ -1,0 +1,165 @@
+"""EGRU network (Subramoney et al., ICLR 2023): stacked event-based GRU layers + linear readout.
+
+Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step; camera frames
+may first be sum-pooled over ``input_pool`` x ``input_pool`` pixels)::
+
+    EGRULayer(I, H) -> Dropout -> EGRULayer(H, H) ... -> readout Linear(H, classes) applied to
+    the time-mean of the last layer's output events y (graded, 0 when silent)
+
+Each :class:`EGRULayer` owns ``W x + b`` (``nn.Linear(I, 3H)``, one matmul over all steps), the
+recurrent ``weight_hh`` ``[3H, H]`` and the learnable per-unit ``threshold``; the recurrence is
+:mod:`spiking.kernels.egru` (fused CPU / CUDA or the reference loop). Only events pass to the
+next layer and step. The next layer's input matmul is dense here (the events are already
+sparse; ``op_counts`` counts the event-driven form).
+
+Activity regulariser: with ``activity_reg = lam > 0`` each layer's output passes through
+:class:`ActivityRegularizer`, an identity whose backward adds the gradient of
+``lam * mean(|y|)`` (an L1 penalty on the events), so any training loss gets it without the
+training loop knowing. Returns ``ClassifierOutput(logits, {"egru<k>": event masks})``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from spiking import surrogate as _surrogate
+from spiking.kernels import egru as K
+from spiking.models.readout import ClassifierOutput
+from spiking.models.registry import register_model
+
+RECIPE = {"n_time_bins": 20, "epochs": 20, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
+          "schedule": "onecycle", "grad_clip": 1.0,
+          "model_args": {"hidden": [256], "threshold_init": 0.1, "dropout": 0.1}}
+
+
+class ActivityRegularizer(torch.autograd.Function):
+    """Identity forward; backward adds ``lam * sign(y) / y.numel()`` (d/dy of lam*mean|y|)."""
+
+    @staticmethod
+    def forward(ctx, y, lam):
+        ctx.save_for_backward(y)
+        ctx.lam = lam
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g + ctx.lam * torch.sign(y) / max(y.numel(), 1), None
+
+
+class EGRULayer(nn.Module):
+    """One EGRU layer: ``y, state = layer(x, state=None)``, ``x`` ``[T, B, I]``."""
+
+    def __init__(self, input_size: int, hidden_size: int, *, threshold_init: float = 0.1,
+                 surrogate: str = "triangle", surrogate_alpha: float = K.TRIANGLE_ALPHA,
+                 dampening: float = K.DAMPENING, learn_threshold: bool = True,
+                 backend: str = "auto"):
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, "
+                             f"{hidden_size}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.linear = nn.Linear(input_size, 3 * hidden_size)
+        k = 1 / math.sqrt(hidden_size)  # torch.nn.GRU's init range U(-1/sqrt(H), 1/sqrt(H))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size).uniform_(-k, k))
+        thr = torch.full((hidden_size,), float(threshold_init))
+        self.threshold = nn.Parameter(thr) if learn_threshold else None
+        if not learn_threshold:
+            self.register_buffer("threshold_fixed", thr)
+        self.surrogate = _surrogate.get(surrogate, surrogate_alpha)
+        self.dampening = float(dampening)
+        self.backend = backend
+
+    def params(self) -> K.EGRUParams:
+        thr = self.threshold if self.threshold is not None else self.threshold_fixed
+        return K.EGRUParams(self.weight_hh, thr, self.surrogate, self.dampening)
+
+    def forward(self, x: torch.Tensor, state: K.EGRUState | None = None, record: bool = False):
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"EGRULayer expects [T, B, {self.input_size}], got {tuple(x.shape)}")
+        wx = self.linear(x)
+        return K.run(wx, state, self.params(), backend=self.backend, record=record)
+
+
+class EGRU(nn.Module):
+    """Stacked EGRU classifier: ``logits, activity = EGRU(input_shape, n_classes)(x)``."""
+
+    def __init__(self, input_shape, n_classes: int, hidden=(256,), *, threshold_init: float = 0.1,
+                 dropout: float = 0.1, activity_reg: float = 0.0, surrogate: str = "triangle",
+                 surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
+                 input_pool: int = 1, backend: str = "auto"):
+        super().__init__()
+        shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
+        if input_pool < 1 or (input_pool > 1 and len(shape) != 3):
+            raise ValueError(f"input_pool must be >= 1 and needs [C, H, W] inputs, got "
+                             f"{input_pool!r} for input shape {shape}")
+        self.input_pool = int(input_pool)
+        hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
+        if not hidden or min(hidden) < 1 or n_classes < 2:
+            raise ValueError(f"need hidden sizes >= 1 and n_classes >= 2, got {hidden}, "
+                             f"{n_classes}")
+        self.input_shape = shape
+        self.activity_reg = float(activity_reg)
+        n_in = math.prod(shape) if input_pool == 1 else (
+            shape[0] * (shape[1] // input_pool) * (shape[2] // input_pool))
+        sizes = [n_in, *hidden]
+        self.layers = nn.ModuleList(
+            EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
+                      surrogate_alpha=surrogate_alpha, dampening=dampening, backend=backend)
+            for a, b in itertools.pairwise(sizes))
+        self.dropout = nn.Dropout(dropout)
+        self.readout = nn.Linear(hidden[-1], n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> ClassifierOutput:
+        if tuple(x.shape[2:]) != self.input_shape:
+            raise ValueError(f"EGRU expects [T, B, {', '.join(map(str, self.input_shape))}], "
+                             f"got {tuple(x.shape)}")
+        t, b = x.shape[:2]
+        h = x if x.is_floating_point() else x.float()
+        if self.input_pool > 1:  # sum-pool camera frames (event counts per pooled pixel)
+            p = self.input_pool
+            h = torch.nn.functional.avg_pool2d(h.reshape(t * b, *self.input_shape), p) * (p * p)
+        h = h.reshape(t, b, -1)
+        activity = {}
+        for k, layer in enumerate(self.layers):
+            h, _ = layer(h)
+            if self.activity_reg > 0 and self.training:
+                h = ActivityRegularizer.apply(h, self.activity_reg)
+            activity[f"egru{k}"] = (h.detach() != 0).to(h.dtype)
+            h = self.dropout(h)
+        if lengths is not None:
+            mask = (torch.arange(t, device=x.device)[:, None] < lengths.to(x.device)[None, :])
+            feat = (h * mask[..., None]).sum(0) / lengths.clamp(min=1).to(h)[:, None]
+        else:
+            feat = h.mean(0)
+        return ClassifierOutput(self.readout(feat), activity)
+
+    def op_counts(self, t: int, b: int, activity: dict | None = None) -> dict:
+        """Dense and event-driven counts of every layer (kernels.egru.op_counts), summed; pass
+        the ``activity`` dict of a forward pass to get the event-driven figures."""
+        total: dict[str, int] = {}
+        prev_events = None
+        for k, layer in enumerate(self.layers):
+            ev = None
+            if activity is not None:
+                ev = int(activity[f"egru{k}"][:-1].sum())
+            c = K.op_counts((t, b, layer.hidden_size), layer.input_size, events=ev,
+                            input_events=prev_events)
+            prev_events = None if activity is None else int(activity[f"egru{k}"].sum())
+            for key, v in c.items():
+                total[key] = total.get(key, 0) + v
+        total["readout_macs"] = b * self.readout.in_features * self.readout.out_features
+        return total
+
+
+def build(input_shape, n_classes: int, **kw) -> EGRU:
+    """Registry factory for ``spiking train --model egru``."""
+    kw.pop("dt", None)
+    return EGRU(input_shape, n_classes, **kw)
+
+
+register_model("egru", build)

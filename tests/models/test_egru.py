@@ -1,0 +1,115 @@
+"""EGRU network: registry contract, activity regulariser, op counts, learning a real task."""
+
+import numpy as np
+import pytest
+import torch
+
+from spiking.kernels import egru as K
+from spiking.models.egru import EGRU, ActivityRegularizer
+from spiking.models.registry import get_model
+
+
+def nmnist_two_digits(root, n_train=60, n_test=40, bins=8, pool=4):
+    """Digits 0 and 1 of the genuine N-MNIST subset, binned and pooled to [T, S, 2, 8, 8]."""
+    from spiking.datasets import NMNIST
+    from spiking.datasets.binning import bin_events
+
+    out = []
+    for train, n in ((True, n_train), (False, n_test)):
+        ds = NMNIST(root / "nmnist-subset", train=train)
+        idx = [i for c in (0, 1) for i in [k for k, y in enumerate(ds.targets) if y == c][:n // 2]]
+        xs, ys = [], []
+        for i in idx:
+            ev, y = ds[i]
+            fr = torch.as_tensor(np.asarray(bin_events(ev, (34, 34, 2), n_time_bins=bins)))
+            xs.append(torch.nn.functional.avg_pool2d(fr.float(), pool, pool))
+            ys.append(int(y))
+        out += [torch.stack(xs, 1), torch.tensor(ys)]
+    return out
+
+
+def fit(model, xtr, ytr, steps, lr):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for s in range(steps):
+        idx = torch.randperm(xtr.shape[1])[:20]
+        logits, _ = model(xtr[:, idx])
+        loss = torch.nn.functional.cross_entropy(logits, ytr[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+def test_registry_contract_and_shapes():
+    m = get_model("egru", input_shape=(2, 5, 5), n_classes=4, hidden=[16, 8])
+    logits, act = m(torch.rand(6, 3, 2, 5, 5))
+    assert logits.shape == (3, 4)
+    assert set(act) == {"egru0", "egru1"} and act["egru1"].shape == (6, 3, 8)
+    assert set(act["egru0"].unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="EGRU expects"):
+        m(torch.rand(6, 3, 50))
+
+
+def test_activity_regulariser_gradient():
+    y = torch.tensor([[0.0, 2.0, -1.0]], requires_grad=True)
+    out = ActivityRegularizer.apply(y, 0.3)
+    assert torch.equal(out, y)
+    out.sum().backward()
+    torch.testing.assert_close(y.grad, torch.tensor([[1.0, 1.1, 0.9]]))  # 1 + 0.3 sign(y) / 3
+
+
+def test_regulariser_lowers_activity():
+    torch.manual_seed(0)
+    x = torch.rand(10, 16, 12)
+    acts = []
+    for lam in (0.0, 50.0):
+        torch.manual_seed(1)
+        m = EGRU(12, 2, hidden=[32], threshold_init=0.0, activity_reg=lam, dropout=0.0)
+        opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        for _ in range(8):
+            logits, _ = m(x)
+            loss = logits.pow(2).mean()  # a task loss that does not care about activity
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        acts.append(float(m(x)[1]["egru0"].mean()))
+    assert acts[1] < acts[0] - 0.05
+
+
+def test_op_counts_uses_events():
+    m = EGRU(12, 3, hidden=[16])
+    _, act = m(torch.rand(5, 2, 12))
+    c = m.op_counts(5, 2, act)
+    assert c["recurrent_macs_dense"] == 5 * 2 * 3 * 16 * 16
+    assert c["recurrent_macs_event"] == 3 * 16 * int(act["egru0"][:-1].sum())
+    assert c["recurrent_macs_event"] <= c["recurrent_macs_dense"]
+
+
+def test_model_fused_and_reference_agree():
+    pytest.importorskip("numba")
+    torch.manual_seed(0)
+    m = EGRU(7, 3, hidden=[11, 9], threshold_init=0.05, dropout=0.0).double()
+    x = torch.rand(6, 4, 7, dtype=torch.float64)
+    grads = []
+    for backend in ("reference", "cpu"):
+        for layer in m.layers:
+            layer.backend = backend
+        m.zero_grad()
+        logits, _ = m(x)
+        logits.pow(2).sum().backward()
+        grads.append([logits.detach()] + [p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_learns_nmnist_digits_beyond_chance(shared_data):
+    torch.manual_seed(0)
+    xtr, ytr, xte, yte = nmnist_two_digits(shared_data)
+    m = fit(EGRU((2, 8, 8), 2, hidden=[48], dropout=0.0), xtr, ytr, steps=30, lr=1e-2)
+    with torch.no_grad():
+        logits, act = m(xte)
+    acc = float((logits.argmax(1) == yte).float().mean())
+    assert acc >= 0.8, acc  # chance is 0.5
+    assert float(act["egru0"].mean()) < 0.9  # events are sparse, not every unit every step
+    assert K.TRIANGLE_ALPHA > 0
