@@ -29,7 +29,7 @@ from spiking.kernels.cpu.lif import BLOCK, _block_state, _np, _scalars
 CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block_params(j0, n, am, asy, g, vl, one):
     """alpha_mem, alpha_syn, gain, (1 - alpha_mem) * v_leak, v_leak of neurons j0 .. j0+n-1."""
     q = np.empty((5, n), am.dtype)
@@ -45,7 +45,7 @@ def _block_params(j0, n, am, asy, g, vl, one):
 
 # Blocked like the LIF kernels (spiking/kernels/cpu/lif.py): prange over blocks of BLOCK
 # neurons, time loop, then the block's neurons in a vectorised innermost loop.
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _fwd(x, v0, i0, am, asy, g, vl, syn, record, out, vT, iT, i_st, i_tr, one):
     T, M = x.shape
     for b in numba.prange((M + BLOCK - 1) // BLOCK):
@@ -82,7 +82,7 @@ def _fwd(x, v0, i0, am, asy, g, vl, syn, record, out, vT, iT, i_st, i_tr, one):
                 iT[j0 + jj] = ib[jj]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _bwd(g_out, g_vT, g_iT, g_itr, has_g, v0, i0, v_st, i_st, x, has_x, am, asy, g, vl, syn,
          gx, gv0, gi0, gp, one, zero):
     T, M = v_st.shape

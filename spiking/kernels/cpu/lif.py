@@ -47,7 +47,7 @@ CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused r
 BLOCK = 256
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _surrogate_block(z, out, n, sid, k1, k2, one, zero):
     """out[:n] = g(z[:n]) for the built-in surrogate ``sid`` (kernel_id of spiking/surrogate.py),
     one vectorisable loop per kind; k1, k2 from :func:`spiking.kernels.fused.surrogate_consts`."""
@@ -71,7 +71,7 @@ def _surrogate_block(z, out, n, sid, k1, k2, one, zero):
             out[jj] = k1 if abs(z[jj]) < k2 else zero
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr):
     """The 8 parameters of neurons j0 .. j0+n-1 (read with period p[j % P]) as [8, n]."""
     q = np.empty((8, n), am.dtype)
@@ -88,7 +88,7 @@ def _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr):
     return q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block_state(src, has, j0, n, zero):
     b = np.empty(n, src.dtype)
     for jj in range(n):
@@ -98,7 +98,7 @@ def _block_state(src, has, j0, n, zero):
 
 # Inside a block, option flags are loop-invariant: each inner loop is straight-line code with
 # selects (or the flag test hoisted around the loop), so that it vectorises.
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _fwd(x, v0, i0, a0, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay, cfirst, record,
          out, vT, iT, aT, h_st, i_st, a_st, v_tr, i_tr, a_tr, one, zero):
     T, M = x.shape
@@ -169,7 +169,7 @@ def _fwd(x, v0, i0, a0, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay,
                 aT[j0 + jj] = ab[jj]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _bwd(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, has_g, v0, i0, a0, h_st, i_st, a_st, x,
          has_x, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay, cfirst, sid, k1, k2,
          gx, gv0, gi0, ga0, gp, one, zero):
