@@ -3,7 +3,9 @@ r"""Fused CPU (numba) kernels of the LIF family: the whole time loop in one para
 The update is exactly the one of :mod:`spiking.kernels.lif` (read its docstring: it is the
 spec), evaluated in the same operation order so that float32/float64 forward results are
 bitwise equal to the reference loop. ``numba.prange`` splits the ``M = B * N * ...`` neurons
-of one step over threads; each neuron runs its ``T`` steps with ``v, i, a`` in local variables.
+of one step into blocks of ``BLOCK`` neurons over threads; each block runs the ``T`` steps with
+its ``v, i, a`` in block-local arrays and the block's neurons in the innermost, vectorised loop
+(``error_model="numpy"`` so that divisions carry no Python zero-check and vectorise).
 
 Backward (BPTT through the surrogate ``g``, Zenke & Vogels 2021 / Neftci et al. 2019),
 per step in reverse with adjoints ``gv, gi, ga`` of ``v[t], i[t], a[t]`` (plus the gradient
