@@ -59,7 +59,7 @@ def _launch(source: str, name: str, dtype: torch.dtype, device: torch.device, m:
     with cupy.cuda.Device(device.index):
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
         with stream:
-            fn(((m + BLOCK - 1) // BLOCK,), (BLOCK,), args)
+            fn(((m + BLOCK - 1) // BLOCK,), (BLOCK,), tuple(args))
 
 
 def _param_args(params):
