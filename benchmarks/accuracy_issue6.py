@@ -41,15 +41,15 @@ SETUPS = {
     ("egru", "nmnist"): {"bins": 20, "epochs": 20, "lr": 3e-3, "shift": 2,
                          "kw": {"hidden": [256], "threshold_init": 0.2, "dropout": 0.3,
                                 "activity_reg": 0.5, "input_pool": 2}},
-    ("egru", "fsdd"): {"bins": 50, "epochs": 20, "lr": 3e-3,
+    ("egru", "fsdd"): {"bins": 50, "epochs": 40, "lr": 1e-2,
                        "kw": {"hidden": [256], "threshold_init": 0.1, "dropout": 0.2,
                               "activity_reg": 0.05}},
-    ("lsm-ridge", "nmnist"): {"bins": 30, "kw": _LSM, "rate": 0.1,
-                              "lams": [1.0, 10.0, 100.0, 1000.0]},
+    ("lsm-ridge", "nmnist"): {"bins": 30, "kw": _LSM, "rate": 0.3,
+                              "lams": [10.0, 100.0, 1000.0, 10000.0]},
     ("lsm-grad", "nmnist"): {"bins": 30, "epochs": 15, "lr": 2e-3, "kw": _LSM, "rate": 0.1},
     ("ltc", "fsdd"): {"bins": 50, "epochs": 15, "lr": 1e-2,
                       "kw": {"units": 48, "sensory": 32, "dt": 20e-3, "ode_unfolds": 3}},
-    ("cfc", "fsdd"): {"bins": 50, "epochs": 20, "lr": 5e-3,
+    ("cfc", "fsdd"): {"bins": 50, "epochs": 40, "lr": 1e-2,
                       "kw": {"units": 64, "sensory": 64, "dt": 20e-3, "backbone_units": 64}},
 }
 
@@ -120,17 +120,19 @@ def run(model_name: str, dataset: str, epochs: int | None, seed: int) -> dict:
     model = get_model(base, input_shape=data.input_shape, n_classes=data.n_classes,
                       **setup["kw"])
     t0 = time.time()
+    shuffled = torch.randperm(xtr.shape[1])  # the splits are sorted by class
     if model_name.startswith("lsm") and "rate" in setup:
-        print("rate", model.scale_to_rate(xtr[:, :64], setup["rate"]), "input_scale",
+        print("rate", model.scale_to_rate(xtr[:, shuffled[:100]], setup["rate"]), "input_scale",
               model.input_scale, flush=True)
-    if model_name == "lsm-ridge":  # lambda chosen on the last 20 % of the training split
+    if model_name == "lsm-ridge":  # lambda chosen on a random 20 % of the training split
         feats = model.transform(xtr)
         cut = int(0.8 * len(ytr))
+        fit_i, val_i = shuffled[:cut], shuffled[cut:]
         scores = {}
         for lam in setup["lams"]:
-            model.fit_ridge(None, ytr[:cut], lam, features=feats[:cut])
-            pred = model.readout(feats[cut:].float()).argmax(1)
-            scores[lam] = float((pred == ytr[cut:]).float().mean())
+            model.fit_ridge(None, ytr[fit_i], lam, features=feats[fit_i])
+            pred = model.readout(feats[val_i].float()).argmax(1)
+            scores[lam] = float((pred == ytr[val_i]).float().mean())
         setup = {**setup, "lam": max(scores, key=scores.get), "val": scores}
         print("ridge validation", scores, flush=True)
         model.fit_ridge(None, ytr, setup["lam"], features=feats)

@@ -4,7 +4,8 @@ The update is the one of :mod:`spiking.kernels.lsm` (its docstring is the spec).
 (``numba.prange`` over the batch), per step: the spikes of the previous step are kept as a list;
 for each of them the fan-out row ``indices[indptr[j]:indptr[j+1]]`` of the CSR matrix is added
 into ``rec`` (cost = spikes x fan-out), then the elementwise LIF update with refractoriness
-builds the next list. No gradient: the reservoir is fixed.
+builds the next list. Postsynaptic indices are read as int32 (less memory traffic per
+synapse: 8 bytes with a float32 weight). No gradient: the reservoir is fixed.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def run(x, state, p, record=False):
     r_fin = torch.empty(b, n, dtype=torch.int64)
     nref = p.n_ref.detach().to(torch.int64).expand(n).contiguous()
     _fwd(x.numpy(), p.indptr.to(torch.int64).contiguous().numpy(),
-         p.indices.to(torch.int64).contiguous().numpy(), _flat(p.weights, p.weights.numel(), dt),
+         p.indices.to(torch.int32).contiguous().numpy(), _flat(p.weights, p.weights.numel(), dt),
          _flat(p.alpha_mem, n, dt), _flat(p.alpha_syn, n, dt), _flat(p.threshold, n, dt),
          nref.numpy(), np.dtype(str(dt).replace("torch.", "")).type(p.v_reset),
          state.v.detach().to(dt).contiguous().numpy(), state.i.detach().to(dt).contiguous().numpy(),
