@@ -117,7 +117,7 @@ def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
     return res
 
 
-DEMO = {"model": "csnn", "dataset": "digits", "epochs": 6, "batch_size": 32, "lr": 5e-3,
+DEMO = {"model": "csnn", "dataset": "digits", "epochs": 4, "batch_size": 32, "lr": 5e-3,
         "n_time_bins": 8, "augment_shift": 1,
         "model_args": {"channels": [8, 16], "tau_mem": 60e-3, "dropout": 0.1}}
 

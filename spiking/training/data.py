@@ -8,8 +8,10 @@ name           what                                                         binn
 ``digits``     the embedded default: UCI digits recorded by the emulated    same as nmnist
                event camera (:func:`spiking.datasets.embedded.ensure`)
 ``shd``        real SHD files ``shd_train.h5`` / ``shd_test.h5``            fixed span 1.4 s
-``fsdd-shd``   FSDD audio converted to SHD-format spikes                    fixed span 1.4 s
-               (:func:`spiking.datasets.audio.build_fsdd_shd`)
+``fsdd-shd``   FSDD audio converted to SHD-format spikes: ``--data-root``    fixed span 1.4 s
+               holds ``SHD/shd_{train,test}.h5``; when absent they are built
+               there (default ``<user cache>/fsdd-shd``) by
+               :func:`spiking.datasets.audio.build_fsdd_shd`
 =============  ===========================================================  ==================
 
 Camera recordings are split into ``n_time_bins`` equal bins per recording (tonic ``ToFrame``);
