@@ -3,3 +3,9 @@
 from spiking.models.recurrent import Recurrent, RecurrentState
 
 __all__ = ["Recurrent", "RecurrentState"]
+
+from spiking.models.csnn import CSNN
+from spiking.models.readout import ClassifierOutput
+from spiking.models.rsnn import RSNN
+
+__all__ += ["CSNN", "RSNN", "ClassifierOutput"]
