@@ -59,7 +59,7 @@ def cmd_info(args) -> int:
         from spiking.kernels import nvrtc
 
         ok, why = nvrtc.status()
-        print(f"  nvrtc      {'can compile .cu sources' if ok else 'unavailable: ' + why}")
+        print(f"  nvrtc      {'can compile the .cu sources (' + why + ')' if ok else 'unavailable: ' + why}")
     except ImportError:
         pass
     return 0

@@ -156,6 +156,13 @@ def to_nir(model: nn.Module, example: torch.Tensor):
     shapes without the batch)."""
     import nir
 
+    single = (Recurrent, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, spiking.LIF,
+              spiking.CubaLIF, spiking.ALIF, spiking.LI)
+    if not isinstance(model, (nn.Sequential, *single)):
+        raise TypeError(f"to_nir: a {type(model).__name__} is not a layer stack; NIR export takes "
+                        f"a spiking.Sequential of Linear, Conv1d, Conv2d, Flatten, LIF, CubaLIF, "
+                        f"ALIF, LI and Recurrent layers (NIR has no node for custom forward "
+                        f"code, max pooling or dropout)")
     layers = list(model) if isinstance(model, nn.Sequential) else [model]
     seq = model if isinstance(model, spiking.Sequential) else spiking.Sequential(*layers)
     with torch.no_grad():

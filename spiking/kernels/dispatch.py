@@ -35,10 +35,14 @@ _LOGGED: set[tuple[str, str]] = set()
 _AVAIL_CACHE: dict[str, str | None] = {}
 
 
+_LOADED: dict[tuple[str, str], Callable] = {}  # resolved targets, so dispatch costs no import
+
+
 def register_fused(kernel: str, backend: str, target: str) -> None:
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"fused backends are 'cpu' and 'cuda', got {backend!r}")
     _FUSED[(kernel, backend)] = target
+    _LOADED.pop((kernel, backend), None)
 
 
 def registered(kernel: str) -> list[str]:
@@ -89,8 +93,12 @@ def _why_not(kernel: str, backend: str, x: torch.Tensor,
 
 
 def _load(kernel: str, backend: str) -> Callable:
-    mod, fn = _FUSED[(kernel, backend)].split(":")
-    return getattr(importlib.import_module(mod), fn)
+    key = (kernel, backend)
+    fn = _LOADED.get(key)
+    if fn is None:
+        mod, name = _FUSED[key].split(":")
+        fn = _LOADED[key] = getattr(importlib.import_module(mod), name)
+    return fn
 
 
 def select(kernel: str, backend: str, x: torch.Tensor, reference: Callable,

@@ -51,8 +51,8 @@ def step(x_t: torch.Tensor, state: LIState, p: LIParams):
 
 def reference(x: torch.Tensor, state: LIState, p: LIParams, record: bool = False):
     outs, traj = [], []
-    for t in range(x.shape[0]):
-        v, state = step(x[t], state, p)
+    for x_t in x.unbind(0):  # unbind, not x[t]: keeps the backward pass O(T)
+        v, state = step(x_t, state, p)
         outs.append(v)
         if record:
             traj.append(state)

@@ -79,6 +79,16 @@ def version() -> tuple[int, int]:
     return major.value, minor.value
 
 
+def status() -> tuple[bool, str]:
+    """(True, "NVRTC major.minor at PATH") if .cu sources can be compiled here, else
+    (False, why not)."""
+    try:
+        major, minor = version()
+    except OSError as e:
+        return False, str(e)
+    return True, f"NVRTC {major}.{minor} at {find_libnvrtc()}"
+
+
 def _check(lib, code: int, what: str) -> None:
     if code != 0:
         raise RuntimeError(f"{what} failed: {lib.nvrtcGetErrorString(code).decode()}")

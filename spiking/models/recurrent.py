@@ -158,8 +158,8 @@ class Recurrent(nn.Module):
         if x.shape[0] == 0:
             raise ValueError("Recurrent: input has no time steps (T = 0)")
         outs, traj = [], []
-        for t in range(x.shape[0]):
-            s, state = self.step(x[t], state)
+        for x_t in x.unbind(0):  # unbind, not x[t]: keeps the backward pass O(T)
+            s, state = self.step(x_t, state)
             outs.append(s)
             if record:
                 traj.append(state.neuron)

@@ -78,6 +78,23 @@ def atomic_save(obj, path) -> Path:
     return path
 
 
+def atomic_write_text(path, text: str) -> Path:
+    """Write `text` to `path` through a temp file + ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save(path, *, config: dict, epoch: int, model, optimizer=None, scheduler=None,
          scaler=None, metrics=None, best: float | None = None) -> Path:
     state = {

@@ -93,13 +93,16 @@ def cmd_evaluate(args) -> int:
     return _run(go)
 
 
-def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
-    """Rebuild the model of a checkpoint and evaluate it on its dataset's test split."""
+def load_checkpoint_model(path, data_root=None, device: str = "auto"):
+    """Rebuild the model of a checkpoint with its weights and its dataset's test split.
+
+    Returns ``(model, cfg, data, info, state)``; the model is in eval mode on ``info.device``.
+    """
     from spiking.training import checkpoint as ckpt
     from spiking.training import data as data_mod
     from spiking.training import distributed as D
     from spiking.training.config import Config
-    from spiking.training.loop import amp_setup, build_model, evaluate
+    from spiking.training.loop import build_model
 
     state = ckpt.load(path)
     cfg = Config.from_dict(state["config"])
@@ -111,6 +114,15 @@ def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
     data = data_mod.load(cfg, train=False)
     model = build_model(cfg, data).to(info.device)
     model.load_state_dict(state["model"])
+    return model.eval(), cfg, data, info, state
+
+
+def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
+    """Rebuild the model of a checkpoint and evaluate it on its dataset's test split."""
+    from spiking.training import checkpoint as ckpt
+    from spiking.training.loop import amp_setup, evaluate
+
+    model, cfg, data, info, state = load_checkpoint_model(path, data_root, device)
     res = evaluate(model, data.test, info, cfg, data.n_classes, amp_setup(cfg, info.device)[0])
     res.update(model=cfg.model, dataset=cfg.dataset, n_test=len(data.test),
                epoch=state["epoch"], checkpoint=str(ckpt.resolve(path)))
@@ -140,10 +152,35 @@ def cmd_demo(args) -> int:
         _print_summary(summary)
         print(f"re-evaluated from {run_dir / 'checkpoint.pt'}: test accuracy "
               f"{100 * ev['accuracy']:.2f} %")
+        hw = _hardware_section(run_dir, args.data_root, cfg.device)
+        if hw:
+            print("\n" + hw + "\n")
         print(f"demo finished in {time.perf_counter() - t0:.0f} s; report: "
               f"{run_dir / 'report.md'}")
         return 0
     return _run(go)
+
+
+def _hardware_section(run_dir: Path, data_root, device: str, n_samples: int = 8) -> str:
+    """The demo's hardware estimate of the trained model on `n_samples` test digits, appended
+    to the run's report.md (and a NIR export next to it); '' with a warning if it fails."""
+    import torch
+
+    from spiking.hardware.report import demo_section
+    from spiking.training.checkpoint import atomic_write_text
+
+    try:
+        model, _, data, info, _ = load_checkpoint_model(run_dir, data_root, device)
+        batch = data.test.batch(list(range(min(n_samples, len(data.test)))), info.device)
+        with torch.no_grad():
+            text = demo_section(model, batch, out_dir=run_dir)
+    except (ImportError, RuntimeError, TypeError, ValueError) as e:
+        print(f"warning: hardware estimate skipped: {type(e).__name__}: {e}", file=sys.stderr)
+        return ""
+    report = run_dir / "report.md"
+    old = report.read_text() if report.exists() else ""
+    atomic_write_text(report, old.rstrip("\n") + "\n\n" + text + "\n")
+    return text
 
 
 def add_parsers(sub) -> None:

@@ -29,7 +29,9 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # name -> module holding the model's RECIPE (and registering its factory)
-RECIPES = {"csnn": "spiking.models.csnn", "rsnn": "spiking.models.rsnn"}
+RECIPES = {"csnn": "spiking.models.csnn", "rsnn": "spiking.models.rsnn",
+           "egru": "spiking.models.egru", "lsm": "spiking.models.lsm",
+           "ltc": "spiking.models.ltc", "cfc": "spiking.models.ltc"}
 
 
 @dataclass

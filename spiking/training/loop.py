@@ -39,7 +39,8 @@ from spiking.training import distributed as D
 from spiking.training.config import Config
 from spiking.training.metrics import Meter, append_jsonl, confusion_matrix, rewrite_jsonl
 
-MODELS_WITH_DT = ("csnn", "rsnn")
+# models whose time constants are in seconds: they get the dataset's bin width as `dt`
+MODELS_WITH_DT = ("csnn", "rsnn", "lsm", "ltc", "cfc")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -51,6 +51,6 @@ def write_report(run_dir, summary: dict, history: list[dict]) -> Path:
     if figs:
         lines += ["", "## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figs]
     lines += ["", f"Versions: {summary['versions']}.", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    from spiking.training.checkpoint import atomic_write_text
+
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines))

@@ -164,7 +164,7 @@ def test_scale_to_rate_and_op_counts():
 
 
 def test_ridge_readout_learns_nmnist_digits(shared_data):
-    from tests.models.test_egru import nmnist_two_digits
+    from tests.models.test_egru_model import nmnist_two_digits
 
     xtr, ytr, xte, yte = nmnist_two_digits(shared_data)
     m = LSM((2, 8, 8), 2, 300, n_windows=2, seed=0, dt=10e-3, tau_mem=30e-3)

@@ -65,7 +65,7 @@ def test_validation():
 
 @pytest.mark.parametrize("cell", ["cfc", "ltc"])
 def test_learns_nmnist_digits_beyond_chance(shared_data, cell):
-    from tests.models.test_egru import fit, nmnist_two_digits
+    from tests.models.test_egru_model import fit, nmnist_two_digits
 
     torch.manual_seed(0)
     xtr, ytr, xte, yte = nmnist_two_digits(shared_data)
