@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from spiking.kernels.dispatch import BackendUnavailable
 
 PEERS = ("torch", "numpy", "numba", "cupy-cuda12x", "cupy-cuda13x", "cupy", "matplotlib",
          "h5py", "tqdm", "tonic", "nir", "nirtorch", "snntorch", "norse", "spikingjelly",
@@ -119,7 +122,13 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, BackendUnavailable) as e:
+        if os.environ.get("SPIKING_DEBUG"):
+            raise
+        print(f"error: {e}\n(set SPIKING_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,16 +21,7 @@ def load_model(path):
         except (ImportError, ValueError, FileNotFoundError):
             state = None
         if state is not None:
-            from spiking.models.registry import get_model
-
-            cfg = state.get("config", {})
-            shape = cfg.get("input_shape") or cfg.get("data", {}).get("input_shape")
-            if shape is None or "model" not in cfg:
-                raise ValueError(f"checkpoint {p}: its config lacks 'model' or 'input_shape'")
-            model = get_model(cfg["model"], input_shape=tuple(shape),
-                              n_classes=cfg.get("n_classes", 10), **cfg.get("model_args", {}))
-            model.load_state_dict(state["model"])
-            return model
+            return _model_from_checkpoint(p, state)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} not found")
     obj = torch.load(p, map_location="cpu", weights_only=False)
@@ -38,6 +29,31 @@ def load_model(path):
         raise TypeError(f"{p}: neither a training checkpoint nor a saved nn.Module "
                          f"(got {type(obj).__name__})")
     return obj
+
+
+def _model_from_checkpoint(p: Path, state: dict):
+    """Rebuild a training checkpoint's model: from the dataset description the checkpoint
+    carries, or (older checkpoints) by opening the dataset it was trained on."""
+    from types import SimpleNamespace
+
+    from spiking.training.config import Config
+    from spiking.training.loop import build_model
+
+    cfg = Config.from_dict(state["config"])
+    info = state.get("data") or {}
+    if "input_shape" in info and "n_classes" in info:
+        data = SimpleNamespace(input_shape=tuple(info["input_shape"]),
+                               n_classes=int(info["n_classes"]), dt=float(info.get("dt", 1e-3)))
+        model = build_model(cfg, data)
+        model.load_state_dict(state["model"])
+        return model.eval()
+    from spiking.training.cli import load_checkpoint_model
+
+    try:
+        return load_checkpoint_model(p, device="cpu")[0]
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(f"checkpoint {p} does not record its input shape and its dataset "
+                         f"{cfg.dataset!r} could not be opened to find it: {e}") from e
 
 
 def _input(model, args):

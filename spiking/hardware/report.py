@@ -21,8 +21,10 @@ HARDWARE = {"spinnaker2": "spinnaker2", "spinnaker1": "spinnaker1", "loihi": "lo
 
 def example_input(model: nn.Module, *, steps: int = 50, batch: int = 1, rate: float = 0.1,
                   input_shape=None, seed: int = 0) -> torch.Tensor:
-    """Bernoulli spikes ``[T, B, ...]`` for ``model``: the shape is ``input_shape`` or the
-    first Linear layer's ``in_features``."""
+    """Bernoulli spikes ``[T, B, ...]`` for ``model``: the shape is ``input_shape``, else the
+    model's own ``input_shape`` attribute, else the first Linear layer's ``in_features``."""
+    if input_shape is None and getattr(model, "input_shape", None) is not None:
+        input_shape = tuple(model.input_shape)  # models that know their input (CSNN, ...)
     if input_shape is None:
         first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d,
                                                                     nn.Conv1d))), None)

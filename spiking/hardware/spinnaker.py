@@ -317,7 +317,12 @@ def network_from_model(model, example):
 
     from spiking.models.recurrent import Recurrent
     from spiking.neurons.base import Neuron
+    from spiking.sequential import Sequential
 
+    if not isinstance(model, Sequential):
+        raise TypeError(f"the SpiNNaker-like mapping takes a spiking.Sequential of Linear, Conv1d, "
+                        f"Conv2d, neuron and Recurrent layers; a {type(model).__name__} with its "
+                        f"own forward (pooling, dropout, custom code) has no mapping")
     with torch.no_grad():
         _, _, outs = model(example, record=True)
     populations = {"input": int(np.prod(example.shape[2:]))}

@@ -96,8 +96,12 @@ def atomic_write_text(path, text: str) -> Path:
 
 
 def save(path, *, config: dict, epoch: int, model, optimizer=None, scheduler=None,
-         scaler=None, metrics=None, best: float | None = None) -> Path:
+         scaler=None, metrics=None, best: float | None = None, data: dict | None = None
+         ) -> Path:
+    """Save a training checkpoint atomically. `data` describes the dataset the model was built
+    for (``input_shape``, ``n_classes``, ``dt``) so tools can rebuild it without the data."""
     state = {
+        "data": dict(data or {}),
         "format": FORMAT,
         "config": config,
         "versions": versions(),

@@ -252,7 +252,10 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
             append_jsonl(run_dir / "metrics.jsonl", rec)
             ckpt.save(run_dir / ckpt.FILENAME, config=cfg.to_dict(), epoch=epoch + 1,
                       model=core, optimizer=opt, scheduler=sched, scaler=scaler,
-                      metrics=history, best=best)
+                      metrics=history, best=best,
+                      data={"input_shape": list(data.input_shape),
+                            "n_classes": int(data.n_classes), "dt": float(data.dt),
+                            "classes": [str(c) for c in data.classes]})
             log(_epoch_line(rec, cfg.epochs))
         D.barrier(info)
     if ev is None:  # resumed a finished run: evaluate once for the summary

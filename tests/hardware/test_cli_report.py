@@ -83,3 +83,37 @@ def test_export_crossbar_tiles(tmp_path):
     for layer, lin in (("0", model[0]), ("2", model[2])):
         w = C.weights_from_tiles(wm["crossbar"], meta, layer)
         assert torch.allclose(w, lin.weight.detach().double(), rtol=1e-6, atol=1e-9)
+
+
+def _training_checkpoint(tmp_path, with_data: bool):
+    from spiking.models.registry import get_model
+    from spiking.training import checkpoint
+    from spiking.training.config import Config
+
+    cfg = Config(model="csnn", dataset="nmnist", data_root=str(tmp_path / "no-such-data"),
+                 model_args={"channels": [2, 4]})
+    torch.manual_seed(0)
+    m = get_model("csnn", input_shape=(2, 34, 34), n_classes=10, dt=30e-3, channels=[2, 4])
+    data = {"input_shape": [2, 34, 34], "n_classes": 10, "dt": 30e-3} if with_data else None
+    return checkpoint.save(tmp_path / "run" / "checkpoint.pt", config=cfg.to_dict(), epoch=1,
+                           model=m, data=data), m
+
+
+def test_profile_reads_training_checkpoints(tmp_path, capsys):
+    path, m = _training_checkpoint(tmp_path, with_data=True)
+    from spiking.hardware.cli import load_model
+
+    loaded = load_model(path.parent)  # a run folder works as well as the file
+    for a, b in zip(m.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    out = tmp_path / "rep"
+    assert main(["profile", str(path), "--steps", "4", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "spinnaker2" in md and "no mapping" in md  # CSNN pools: energy table, no core map
+
+
+def test_profile_old_checkpoint_without_data_is_a_clear_error(tmp_path, capsys):
+    path, _ = _training_checkpoint(tmp_path, with_data=False)
+    assert main(["profile", str(path), "--steps", "4", "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "does not record its input shape" in err and "nmnist" in err
