@@ -55,8 +55,8 @@ def _launch(source: str, name: str, dtype: torch.dtype, device: torch.device, m:
 
     if m == 0:
         return
-    fn = _function(source, name, dtype)
     with cupy.cuda.Device(device.index):
+        fn = _function(source, name, dtype)  # on the tensor's device: modules load per device
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
         with stream:
             fn(((m + BLOCK - 1) // BLOCK,), (BLOCK,), tuple(args))
