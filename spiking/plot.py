@@ -76,11 +76,14 @@ def traces(v, *, spikes=None, threshold: float | None = None, dt: float | None =
     if spikes is not None:
         s = _np(spikes)
         s = s[:, sample].reshape(s.shape[0], -1) if s.ndim > 2 else s
+    top = float(np.nanmax(x[:, idx])) if x.size else 0.0
+    span = (top - float(np.nanmin(x[:, idx]))) if x.size else 0.0
+    step = 0.06 * (span if span > 0 else max(abs(top), 1.0))
     for k, i in enumerate(idx):
         line, = ax.plot(t, x[:, i], lw=1, label=f"neuron {i}")
-        if s is not None:
+        if s is not None:  # one row of spike marks per neuron, above all traces
             ts = t[s[:, i] > 0]
-            ax.plot(ts, np.full(ts.shape, np.nanmax(x[:, idx]) * 1.05), "|",
+            ax.plot(ts, np.full(ts.shape, top + (k + 1) * step), "|",
                     color=line.get_color(), ms=8)
     if threshold is not None:
         ax.axhline(threshold, color="grey", ls="--", lw=0.8, label="threshold")
