@@ -19,7 +19,7 @@ _FLAGS = {
     "schedule": (str, f"learning-rate schedule: {', '.join(SCHEDULES)}"),
     "grad_clip": (float, "max gradient norm (0: no clipping)"),
     "n_time_bins": (int, "time bins per sample"),
-    "augment_shift": (int, "random translation of camera frames, pixels"),
+    "augment_shift": (int, "random translation: camera frames by N pixels, audio by N channels"),
     "max_train_samples": (int, "use a class-balanced subset of the training set"),
     "max_test_samples": (int, "use a class-balanced subset of the test set"),
     "seed": (int, "random seed"),

@@ -50,7 +50,7 @@ class Config:
     grad_clip: float = 1.0         # max global gradient norm; 0 disables clipping
     label_smoothing: float = 0.0
     n_time_bins: int = 10
-    augment_shift: int = 0         # random translation of camera frames by up to N pixels
+    augment_shift: int = 0         # random shift: frames by up to N pixels, audio N channels
     max_train_samples: int | None = None  # class-balanced subset (tests, demo)
     max_test_samples: int | None = None
     seed: int = 0

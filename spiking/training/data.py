@@ -67,14 +67,23 @@ class Data:
 
 
 def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Translate each sample's frames ``[B, T, C, H, W]`` by a random (dy, dx) in ±`shift`.
+    """Translate each sample by a random offset in ±`shift`: camera frames ``[B, T, C, H, W]``
+    in (dy, dx), audio spikes ``[B, T, channels]`` along the cochlea channels.
 
     Uses the global torch RNG (saved in checkpoints). Translation is the classic augmentation
-    for (N-)MNIST; pixels moved in from outside are zero.
+    for (N-)MNIST; for spike-encoded audio a shift of the channel axis models a different
+    voice pitch/formant position (the "shift" augmentation of Nowotny et al. 2022, "Loss shaping
+    enhances exact gradient learning with EventProp in spiking neural networks", on SHD).
+    Entries moved in from outside are zero.
     """
+    if x.dim() == 3:
+        b, _, c = x.shape
+        pad = torch.nn.functional.pad(x, (shift, shift))
+        off = torch.randint(0, 2 * shift + 1, (b,))
+        return torch.stack([pad[k, :, off[k]:off[k] + c] for k in range(b)])
     if x.dim() != 5:
-        raise ValueError(f"augment_shift needs camera frames [B, T, C, H, W], got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"augment_shift needs camera frames [B, T, C, H, W] or audio spikes "
+                         f"[B, T, channels], got {tuple(x.shape)}")
     b, _, _, h, w = x.shape
     pad = torch.nn.functional.pad(x, (shift, shift, shift, shift))
     off = torch.randint(0, 2 * shift + 1, (b, 2))

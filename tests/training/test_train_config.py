@@ -1,6 +1,7 @@
 """Configuration: precedence (recipe < file < flags), validation, clear CLI errors."""
 
 import pytest
+import torch
 
 from spiking.cli import main
 from spiking.training import config as C
@@ -65,3 +66,22 @@ def test_python_dash_m_spiking_lists_training_commands():
     assert res.returncode == 0
     for name in ("train", "evaluate", "demo"):
         assert name in res.stdout
+
+
+def test_random_shift_audio_channels_and_frames():
+    from spiking.training.data import random_shift
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 3, 20)
+    x[:, :, 10] = 1.0  # one active channel per sample
+    y = random_shift(x, 2)
+    assert y.shape == x.shape
+    pos = y.argmax(-1)  # [B, T]: every step of a sample moves by the same offset
+    assert torch.equal(pos, pos[:, :1].expand_as(pos))
+    offs = set((pos[:, 0] - 10).tolist())
+    assert offs <= {-2, -1, 0, 1, 2} and len(offs) > 1
+    assert torch.equal(y.sum((1, 2)), x.sum((1, 2)))  # nothing pushed out at shift 2
+    frames = torch.rand(4, 2, 2, 8, 8)
+    assert random_shift(frames, 1).shape == frames.shape
+    with pytest.raises(ValueError, match="audio spikes"):
+        random_shift(torch.zeros(2, 3, 4, 5), 1)
