@@ -72,3 +72,16 @@ def test_learns_channel_position_task():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert (m(x).logits.argmax(1) == y).float().mean() > 0.8
+
+
+def test_input_pool_sums_neighbouring_channels():
+    torch.manual_seed(0)
+    pooled = RSNN(20, 4, hidden=(8,), input_pool=5).eval()
+    assert pooled.inputs[0].in_features == 4
+    plain = RSNN(4, 4, hidden=(8,)).eval()
+    plain.load_state_dict(pooled.state_dict())
+    x = spikes()
+    summed = x.reshape(*x.shape[:2], 4, 5).sum(-1)
+    torch.testing.assert_close(pooled(x)[0], plain(summed)[0])
+    with pytest.raises(ValueError, match="divide input_size"):
+        RSNN(20, 4, input_pool=3)
