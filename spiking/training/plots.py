@@ -34,7 +34,11 @@ def curves(history: list[dict], path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_lines():
+            ax.legend(fontsize="small")
+        else:  # e.g. spikes per sample of a non-spiking model
+            ax.text(0.5, 0.5, "not recorded for this model", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
     return save(fig, path)
 
 
