@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def _run(fn) -> int:
     try:
         return fn()
     except (ValueError, TypeError, FileNotFoundError, DatasetNotFoundError) as e:
+        if os.environ.get("SPIKING_DEBUG"):
+            raise
         return _error(str(e))
 
 
