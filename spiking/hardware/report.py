@@ -137,6 +137,12 @@ def profile_report(model: nn.Module, x: torch.Tensor, out_dir, *, hardware="spin
                f"{prof.packets_sent.sum():,.0f}; estimated energy "
                f"{prof.total_energy_j * 1e6:.4g} uJ "
                f"({', '.join(f'{k} {v * 1e6:.3g} uJ' for k, v in prof.energy_j.items())})."),
+               "", ("Why this differs from the device table above: the table charges the "
+                    "profile's whole-chip static power for the run's time (a chip running only "
+                    "this network), while the execution profile charges idle power only for "
+                    "the cores this mapping occupies (the chip's static power / its cores, x cores "
+                    "used, x the same duration: a network sharing a larger machine). Both are "
+                    "estimates."),
                "", f"Fixed-point weights: {q}", ""]
         js["spinnaker"] = {"cores": mapping.n_cores, "max_load": float(prof.load.max()),
                            "real_time": prof.real_time, "energy_j": prof.energy_j,
