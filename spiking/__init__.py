@@ -6,6 +6,7 @@ snntorch, norse, matplotlib, h5py) are imported where they are used.
 
 from spiking import surrogate
 from spiking.neurons import ALIF, CfC, CubaLIF, LI, LIF, LTC, LIFState
+from spiking.pooling import SumPool2d
 from spiking.sequential import Sequential
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "LIFState",
     "LTC",
     "Sequential",
+    "SumPool2d",
     "surrogate",
     "__version__",
 ]

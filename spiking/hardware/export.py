@@ -14,7 +14,11 @@ discretisations (:mod:`spiking.kernels.lif`). For a LIF with decay ``a`` and inp
 current ``tau_syn dI/dt = -I + w_in S`` maps the same way: ``w_in = 1/(1 - a_syn)`` (exp) or
 ``tau_syn/dt`` (Euler), so that ``I`` equals our ``i``. LI -> ``LI`` (``CubaLI`` with a synapse).
 Linear -> ``Affine`` (``Linear`` without bias), Conv1d/2d -> ``Conv1d``/``Conv2d``, Flatten ->
-``Flatten`` (NIR shapes exclude the batch: ``start_dim - 1``), a
+``Flatten`` (NIR shapes exclude the batch: ``start_dim - 1``), ``nn.AvgPool2d`` -> ``AvgPool2d``
+(zero padding counted in the window, NIR's and torch's default), :class:`spiking.SumPool2d`
+(``AvgPool2d`` with ``divisor_override=1``) -> ``SumPool2d``; max pooling has no NIR node. A
+model with a ``to_sequential()`` method (:class:`~spiking.models.csnn.CSNN`) is exported as the
+stack that method returns. A
 :class:`~spiking.models.recurrent.Recurrent` -> its input ``Affine`` followed by a subgraph
 ``input -> LIF -> output`` with the recurrent edge ``LIF -> W_rec -> LIF`` (snnTorch's RLeaky
 layout). What NIR cannot express is kept in each node's ``metadata`` under ``spiking_*`` keys
@@ -37,6 +41,7 @@ from torch import nn
 import spiking
 from spiking.kernels import common
 from spiking.models.recurrent import Recurrent
+from spiking.pooling import SumPool2d
 
 META_VERSION = 1
 
@@ -127,6 +132,27 @@ def _conv_to_nir(m, in_shape):
                groups=m.groups, bias=bias, metadata={"spiking_bias": int(m.bias is not None)})
 
 
+def _pair(v) -> tuple:
+    return tuple(int(i) for i in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _pool_to_nir(m: nn.AvgPool2d):
+    import nir
+
+    if m.ceil_mode:
+        raise TypeError("to_nir: AvgPool2d with ceil_mode=True has no NIR equivalent")
+    k = _pair(m.kernel_size)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    p = _pair(m.padding)
+    kw = {"kernel_size": np.array(k), "stride": np.array(s), "padding": np.array(p)}
+    if m.divisor_override == 1:
+        return nir.SumPool2d(**kw)
+    if m.divisor_override is not None or (any(p) and not m.count_include_pad):
+        raise TypeError(f"to_nir: {m} has no NIR equivalent (NIR's AvgPool2d divides by the "
+                        f"window size; divisor_override 1 is SumPool2d)")
+    return nir.AvgPool2d(**kw)
+
+
 def _recurrent_to_nir(m: Recurrent, shape):
     import nir
 
@@ -150,19 +176,22 @@ def _recurrent_to_nir(m: Recurrent, shape):
 
 
 def to_nir(model: nn.Module, example: torch.Tensor):
-    """A ``nir.NIRGraph`` of ``model`` (a :class:`spiking.Sequential` or a single layer).
+    """A ``nir.NIRGraph`` of ``model`` (a :class:`spiking.Sequential`, a single layer, or a
+    model with a ``to_sequential()`` method, which is called first).
 
     ``example`` is one input ``[T, B, ...]``; it fixes every layer's shape (NIR nodes carry
     shapes without the batch)."""
     import nir
 
-    single = (Recurrent, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, spiking.LIF,
-              spiking.CubaLIF, spiking.ALIF, spiking.LI)
+    single = (Recurrent, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, nn.AvgPool2d,
+              spiking.LIF, spiking.CubaLIF, spiking.ALIF, spiking.LI)
+    if not isinstance(model, (nn.Sequential, *single)) and hasattr(model, "to_sequential"):
+        model = model.to_sequential()
     if not isinstance(model, (nn.Sequential, *single)):
         raise TypeError(f"to_nir: a {type(model).__name__} is not a layer stack; NIR export takes "
-                        f"a spiking.Sequential of Linear, Conv1d, Conv2d, Flatten, LIF, CubaLIF, "
-                        f"ALIF, LI and Recurrent layers (NIR has no node for custom forward "
-                        f"code, max pooling or dropout)")
+                        f"a spiking.Sequential of Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d, "
+                        f"Flatten, LIF, CubaLIF, ALIF, LI and Recurrent layers (NIR has no node "
+                        f"for custom forward code, max pooling or dropout)")
     layers = list(model) if isinstance(model, nn.Sequential) else [model]
     seq = model if isinstance(model, spiking.Sequential) else spiking.Sequential(*layers)
     with torch.no_grad():
@@ -183,6 +212,8 @@ def to_nir(model: nn.Module, example: torch.Tensor):
             node = _linear_to_nir(layer)
         elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
             node = _conv_to_nir(layer, in_shape)
+        elif isinstance(layer, nn.AvgPool2d):
+            node = _pool_to_nir(layer)
         elif isinstance(layer, nn.Flatten):
             end = layer.end_dim if layer.end_dim < 0 else layer.end_dim - 1
             node = nir.Flatten(input_type={"input": np.array(in_shape)},
@@ -191,8 +222,9 @@ def to_nir(model: nn.Module, example: torch.Tensor):
             node = _neuron_to_nir(layer, out_shape)
         else:
             raise TypeError(f"to_nir: layer {i} of type {type(layer).__name__} has no NIR "
-                             f"mapping; supported: Linear, Conv1d, Conv2d, Flatten, LIF, "
-                             f"CubaLIF, ALIF (as LIF + metadata), LI, Recurrent")
+                             f"mapping; supported: Linear, Conv1d, Conv2d, AvgPool2d, "
+                             f"SumPool2d, Flatten, LIF, CubaLIF, ALIF (as LIF + metadata), LI, "
+                             f"Recurrent")
         nodes[name] = node
         edges.append((prev, name))
         prev = name
@@ -223,16 +255,21 @@ def _neuron_from_nir(node, dt: float):
     dt = float(meta.get("spiking_dt", dt))
     disc = meta.get("spiking_discretization", "euler")
     norm = bool(meta.get("spiking_normalize_input", 0))
-    t64 = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64).flatten())
+    tau = node.tau if isinstance(node, (nir.LI, nir.LIF)) else node.tau_mem
+    # neurons of a multi-dimensional layer (after a convolution or pooling, [C, H, W]) keep
+    # their parameters' shape, which broadcasts over [T, B, C, H, W]; vectors are [n_neurons]
+    shaped = np.asarray(tau).ndim > 1
+
+    def t64(a):
+        t = torch.as_tensor(np.asarray(a), dtype=torch.float64)
+        return t if shaped else t.flatten()
+    n = None if shaped else t64(tau).numel()
     if isinstance(node, (nir.LI, nir.CubaLI)):
-        tau = node.tau if isinstance(node, nir.LI) else node.tau_mem
         v_leak = float(np.asarray(node.v_leak).flatten()[0])
-        m = spiking.LI(tau_mem=t64(tau), dt=dt, n_neurons=t64(tau).numel(),
+        m = spiking.LI(tau_mem=t64(tau), dt=dt, n_neurons=n,
                        tau_syn=t64(node.tau_syn) if isinstance(node, nir.CubaLI) else None,
                        v_leak=v_leak, normalize_input=norm, discretization=disc)
         return m
-    tau = node.tau if isinstance(node, nir.LIF) else node.tau_mem
-    n = t64(tau).numel()
     kw = {"threshold": t64(node.v_threshold), "dt": dt, "n_neurons": n, "discretization": disc,
               "normalize_input": norm, "v_leak": float(np.asarray(node.v_leak).flatten()[0]),
               "v_reset": float(np.asarray(node.v_reset).flatten()[0]),
@@ -323,6 +360,11 @@ def from_nir(graph, *, dt: float = 1e-3) -> spiking.Sequential:
                 if has_bias:
                     m.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
             layers.append(m)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            k, st, pd = (tuple(int(i) for i in np.broadcast_to(np.asarray(v).flatten(), (2,)))
+                         for v in (node.kernel_size, node.stride, node.padding))
+            layers.append(SumPool2d(k, st, pd) if isinstance(node, nir.SumPool2d)
+                          else nn.AvgPool2d(k, st, pd))
         elif isinstance(node, nir.Flatten):
             end = node.end_dim if node.end_dim < 0 else node.end_dim + 1
             layers.append(nn.Flatten(node.start_dim + 1, end))

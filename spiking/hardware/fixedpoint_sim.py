@@ -180,9 +180,10 @@ def simulate(m, neurons: dict, input_spikes: dict, steps: int | None = None, *,
 
 
 def from_model(model, x, *, machine=None, **kw):
-    """Map a :class:`spiking.Sequential` (Linear / Recurrent / LIF / CubaLIF layers, binary
-    input ``x`` ``[T, 1, ...]``) and simulate it in fixed point. Returns ``(simulated spikes,
-    float-model spikes, mapping)``, both ``{population: bool [T, n]}``."""
+    """Map a :class:`spiking.Sequential` (Linear / Conv / Recurrent / LIF / CubaLIF layers; no
+    pooling: TypeError) with binary input ``x`` ``[T, 1, ...]`` and simulate it in fixed point.
+    Returns ``(simulated spikes, float-model spikes, mapping)``, both
+    ``{population: bool [T, n]}``."""
     from torch import nn
 
     from spiking.hardware import spinnaker
@@ -190,6 +191,15 @@ def from_model(model, x, *, machine=None, **kw):
 
     if not bool(((x == 0) | (x == 1)).all()):
         raise ValueError("the fixed-point simulator needs binary input spikes (0/1)")
+    if not isinstance(model, nn.Sequential) and hasattr(model, "to_sequential"):
+        model = model.to_sequential()
+    pools = [f"{i} ({type(m).__name__})" for i, m in enumerate(model)
+             if isinstance(m, (nn.AvgPool2d, nn.MaxPool2d))]
+    if pools:
+        raise TypeError(f"the fixed-point simulator does not support pooling layers (layer "
+                        f"{', '.join(pools)}): their biases and composed synapses are not "
+                        f"simulated; map the network with spinnaker.network_from_model and "
+                        f"map_network instead")
     pops, projs, spikes = spinnaker.network_from_model(model, x)
     m = spinnaker.map_network(pops, projs, machine or spinnaker.SPINNAKER2)
     neurons, bias = {}, None

@@ -159,7 +159,10 @@ def profile_report(model: nn.Module, x: torch.Tensor, out_dir, *, hardware="spin
 def demo_section(model: nn.Module, batch, *, out_dir=None,
                  devices=("cmos45nm", "loihi", "spinnaker2", "gpu_a100")) -> str:
     """Markdown for the demo: the energy table (estimates, with the raw counts) of ``model`` on
-    ``batch`` (``[T, B, ...]`` or a ``(x, y)`` pair) and, with ``out_dir``, export paths."""
+    ``batch`` (``[T, B, ...]`` or a ``(x, y)`` pair) and, with ``out_dir``, the exports: a NIR
+    file ``model.nir`` and the event-driven weight map ``weightmap/`` of the SpiNNaker-like
+    mapping (with its cores, chips and execution profile on the batch's first sample). An
+    export the model does not allow (e.g. max pooling) is a one-line note, never an error."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     counts = counting.count(model, x)
     ests = [energy.estimate(counts, d) for d in devices]
@@ -181,4 +184,32 @@ def demo_section(model: nn.Module, batch, *, out_dir=None,
             lines += ["", f"NIR export: `{p}`"]
         except (ImportError, TypeError, ValueError) as e:
             lines += ["", f"NIR export not available: {e}"]
+        lines += ["", _weightmap_note(model, x, out)]
     return "\n".join(lines)
+
+
+def _weightmap_note(model: nn.Module, x: torch.Tensor, out: Path) -> str:
+    """Map ``model`` SpiNNaker-like, write ``out/weightmap`` and summarise it in one line."""
+    import copy
+
+    try:
+        from spiking.hardware import spinnaker
+        from spiking.hardware.weightmap import write_weightmap
+
+        cpu_model = copy.deepcopy(model).cpu() if x.device.type != "cpu" else model
+        with torch.no_grad():
+            pops, projs, spikes = spinnaker.network_from_model(cpu_model, x.cpu())
+        mapping = spinnaker.map_network(pops, projs)
+        p = write_weightmap(out / "weightmap", mapping, overwrite=True)
+        prof = spinnaker.execution_profile(mapping, spikes)
+    except (ImportError, RuntimeError, TypeError, ValueError) as e:
+        return f"Weight map (SpiNNaker-like mapping) not available: {e}"
+    n_syn = sum(int(pr.pre_idx.size) for pr in mapping.projections)
+    chips = 1 + max((s.chip for s in mapping.slices), default=0)
+    return (f"Weight map (SpiNNaker-like mapping, event-driven): `{p}`: "
+            f"{sum(pops.values()):,} neurons in {len(pops)} populations (input included), "
+            f"{n_syn:,} synapses in {len(projs)} projections on {mapping.n_cores} cores of "
+            f"{chips} chip(s); sample 0: max core load {prof.load.max():.3g} "
+            f"({'real time' if prof.real_time else 'NOT real time'}), "
+            f"{prof.synaptic_events.sum():,.0f} synaptic events, estimated "
+            f"{prof.total_energy_j * 1e6:.3g} uJ (estimate, not measured).")

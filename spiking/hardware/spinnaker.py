@@ -302,16 +302,69 @@ def unroll_conv(layer, in_shape) -> tuple:
     return (pre[ok], (o * n_pos + pos)[ok], w.numpy()[o, k][ok], out_shape)
 
 
+def unroll_pool(layer, in_shape) -> tuple:
+    """An ``nn.AvgPool2d`` (also :class:`spiking.SumPool2d`, ``divisor_override=1``) on a
+    per-sample input of ``in_shape`` ``(C, H, W)`` as fixed-weight sparse synapses, like
+    :func:`unroll_conv`: ``(pre, post, weight, out_shape)`` with one synapse per (output
+    position, window tap inside the input) from the same channel, of weight ``1 / divisor``
+    (the window size, the number of taps inside the input for ``count_include_pad=False``,
+    or ``divisor_override``: 1 for a sum). Max pooling is not linear and has no such form."""
+    import torch
+    from torch import nn
+
+    if not isinstance(layer, nn.AvgPool2d) or layer.ceil_mode or len(in_shape) != 3:
+        raise TypeError(f"{type(layer).__name__}: only AvgPool2d / SumPool2d (ceil_mode=False) "
+                        f"on (C, H, W) inputs can be unrolled into synapses (max pooling has no "
+                        f"synaptic form)")
+
+    def pair(v):
+        return tuple(int(i) for i in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+    k = pair(layer.kernel_size)
+    stride = pair(layer.stride if layer.stride is not None else layer.kernel_size)
+    c, h, w = (int(i) for i in in_shape)
+    idx = torch.arange(1, c * h * w + 1, dtype=torch.float64).reshape(c, 1, h, w)
+    cols = nn.functional.unfold(idx, k, padding=pair(layer.padding), stride=stride)
+    cols = cols.long().numpy() - 1                               # [C, K, L], -1 = padding
+    n_pos = cols.shape[2]
+    ch = np.broadcast_to(np.arange(c)[:, None, None], cols.shape)
+    pos = np.broadcast_to(np.arange(n_pos)[None, None, :], cols.shape)
+    ok = cols >= 0
+    if layer.divisor_override is not None:
+        div = np.full(cols.shape, float(layer.divisor_override))
+    elif layer.count_include_pad:
+        div = np.full(cols.shape, float(k[0] * k[1]))
+    else:
+        div = np.broadcast_to(ok.sum(1, keepdims=True), cols.shape).astype(np.float64)
+    with torch.no_grad():
+        out_shape = tuple(layer(torch.zeros(1, *in_shape, dtype=torch.float64)).shape[1:])
+    return cols[ok], (ch * n_pos + pos)[ok], 1.0 / div[ok], out_shape
+
+
+def _as_sparse(w, n_in: int):
+    """A projection's synapses as a scipy CSR matrix ``[n_out, n_in]``."""
+    import scipy.sparse as sp
+
+    if isinstance(w, tuple):
+        pre, post, wv, out_shape = w
+        return sp.csr_matrix((wv, (post, pre)), shape=(int(np.prod(out_shape)), n_in))
+    return sp.csr_matrix(w.detach().cpu().double().numpy())
+
+
 def network_from_model(model, example):
     """Populations, projections and recorded spikes of a :class:`spiking.Sequential` of
-    Linear / Conv1d / Conv2d layers, neurons and :class:`~spiking.models.recurrent.Recurrent`
-    layers.
+    Linear / Conv1d / Conv2d / AvgPool2d / SumPool2d layers, neurons and
+    :class:`~spiking.models.recurrent.Recurrent` layers (a model with a ``to_sequential()``
+    method, e.g. :class:`~spiking.models.csnn.CSNN`, is mapped as the stack it returns).
 
     Returns ``(populations, projections, spikes)``: ``"input"`` is the flattened input, each
     neuron layer a population; a Linear between populations is a projection (delay 1 step), a
     convolution is unrolled into its synapses (:func:`unroll_conv`); a Recurrent adds its
-    input and recurrent projections. ``spikes`` maps each population to
-    its activity ``[T, n]`` of the first sample of ``example`` (non-zero = spike)."""
+    input and recurrent projections. Average / sum pooling is a fixed-weight projection
+    (:func:`unroll_pool`) composed with the weight layer before or after it into one
+    projection (``"...:1+2"`` names the layers), since only populations send spikes: a conv5
+    followed by a 2x2 average pool becomes 6x6 synapses of stride 2 per pooled neuron.
+    ``spikes`` maps each population to its activity ``[T, n]`` of the first sample of
+    ``example`` (non-zero = spike)."""
     import torch
     from torch import nn
 
@@ -319,16 +372,19 @@ def network_from_model(model, example):
     from spiking.neurons.base import Neuron
     from spiking.sequential import Sequential
 
+    if not isinstance(model, Sequential) and hasattr(model, "to_sequential"):
+        model = model.to_sequential()
     if not isinstance(model, Sequential):
         raise TypeError(f"the SpiNNaker-like mapping takes a spiking.Sequential of Linear, Conv1d, "
-                        f"Conv2d, neuron and Recurrent layers; a {type(model).__name__} with its "
-                        f"own forward (pooling, dropout, custom code) has no mapping")
+                        f"Conv2d, AvgPool2d, SumPool2d, neuron and Recurrent layers; a "
+                        f"{type(model).__name__} with its own forward (max pooling, dropout, "
+                        f"custom code) and no to_sequential() has no mapping")
     with torch.no_grad():
         _, _, outs = model(example, record=True)
     populations = {"input": int(np.prod(example.shape[2:]))}
-    spikes = {"input": (example[:, 0].reshape(example.shape[0], -1) != 0).numpy()}
+    spikes = {"input": (example[:, 0].reshape(example.shape[0], -1) != 0).cpu().numpy()}
     projections, pending, prev = [], [], "input"
-    shape = tuple(example.shape[2:])
+    in_shapes = [tuple(example.shape[2:])] + [tuple(o.shape[2:]) for o in outs]
 
     def add(name, w, pre, post):
         if isinstance(w, tuple):                       # unrolled convolution
@@ -341,31 +397,51 @@ def network_from_model(model, example):
         projections.append(Projection(name, pre, post, n_pre, n_post, pre_i, post_i, wv,
                                       np.ones(pre_i.size, dtype=np.int16)))
 
+    def compose(items):
+        """One projection's synapses from a chain of linear maps (applied in order)."""
+        mat = None
+        for _, w, n_in, _ in items:
+            m_ = _as_sparse(w, n_in)
+            mat = m_ if mat is None else m_ @ mat
+        mat = mat.tocoo()
+        keep = mat.data != 0
+        return (mat.col[keep].astype(np.int64), mat.row[keep].astype(np.int64),
+                mat.data[keep].astype(np.float64), (mat.shape[0],))
+
     for i, (layer, out) in enumerate(zip(model, outs)):
+        shape = in_shapes[i]
+        n_in = int(np.prod(shape))
         if isinstance(layer, nn.Linear):
-            pending.append((f"{i}", layer.weight))
+            pending.append((f"{i}", layer.weight, n_in, True))
             continue
         if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-            pending.append((f"{i}", unroll_conv(layer, shape)))
+            pending.append((f"{i}", unroll_conv(layer, shape), n_in, True))
+            continue
+        if isinstance(layer, nn.AvgPool2d):
+            pending.append((f"{i}", unroll_pool(layer, shape), n_in, False))
             continue
         if isinstance(layer, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue
         if not isinstance(layer, (Neuron, Recurrent)):
             raise TypeError(f"layer {i} ({type(layer).__name__}) cannot be mapped; supported: "
-                            f"Linear, Conv1d, Conv2d, Flatten, neurons, Recurrent (pooling "
-                            f"between spiking layers has no synaptic form)")
+                            f"Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, neurons, "
+                            f"Recurrent (max pooling between spiking layers has no synaptic "
+                            f"form)")
         name = f"pop{i}"
         populations[name] = int(np.prod(out.shape[2:]))
-        spikes[name] = (out[:, 0].reshape(out.shape[0], -1) != 0).numpy()
-        if len(pending) > 1:
+        spikes[name] = (out[:, 0].reshape(out.shape[0], -1) != 0).cpu().numpy()
+        if sum(p[3] for p in pending) > 1:
             raise TypeError(f"layer {i}: two weight layers in a row cannot be mapped")
-        for pname, w in pending:
-            add(f"{prev}->{name}:{pname}", w, prev, name)
+        if len(pending) == 1:
+            add(f"{prev}->{name}:{pending[0][0]}", pending[0][1], prev, name)
+        elif pending:
+            add(f"{prev}->{name}:{'+'.join(p[0] for p in pending)}", compose(pending), prev,
+                name)
         pending = []
         if isinstance(layer, Recurrent):
             if layer.input is not None:
                 add(f"{prev}->{name}:input", layer.input.weight, prev, name)
             if layer.recurrent_kind == "dense":
                 add(f"{name}->{name}:recurrent", layer.recurrent.weight, name, name)
-        prev, shape = name, tuple(out.shape[2:])
+        prev = name
     return populations, projections, spikes

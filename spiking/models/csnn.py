@@ -2,9 +2,15 @@
 
 Architecture (input ``[T, B, 2, 34, 34]``, time folded into the batch for the stateless parts)::
 
-    Conv2d(2, c1, 5) -> MaxPool2d(2) -> LIF
-    Conv2d(c1, c2, 5) -> MaxPool2d(2) -> LIF
+    Conv2d(2, c1, 5) -> Pool(2) -> LIF
+    Conv2d(c1, c2, 5) -> Pool(2) -> LIF
     Flatten -> Dropout -> Readout (Linear -> LI membrane mean over time, or LIF spike count)
+
+``Pool`` is ``pool_kind``: ``"max"`` (``nn.MaxPool2d``, the default and the layout below),
+``"avg"`` (``nn.AvgPool2d``) or ``"sum"`` (:class:`spiking.SumPool2d`). Average and sum pooling
+are linear, so they are fixed synapses on neuromorphic hardware and NIR nodes; with them
+:meth:`CSNN.to_sequential` gives the equivalent :class:`spiking.Sequential` that the NIR export
+and the SpiNNaker-like mapping take. Max pooling has no such form.
 
 This is the ``12C5-MP2-64C5-MP2-FC10`` layout of snnTorch tutorial 7 (Eshraghian et al. 2023,
 "Training spiking neural networks using lessons from deep learning", Proc. IEEE) and of
@@ -29,6 +35,10 @@ from torch import nn
 from spiking.models.readout import ClassifierOutput, Readout
 from spiking.models.registry import register_model
 from spiking.neurons import LIF
+from spiking.pooling import SumPool2d
+from spiking.sequential import Sequential
+
+POOL_KINDS = ("max", "avg", "sum")
 
 # The recipe the CLI uses for `--model csnn` (overridable by config file or flags).
 RECIPE = {
@@ -44,7 +54,8 @@ class CSNN(nn.Module):
 
     ``activity`` maps ``"conv1"``, ``"conv2"`` (and ``"readout"`` for the count readout) to
     spike tensors ``[T, B, ...]``. ``dt`` is the time-bin width in seconds; ``tau_mem`` the
-    membrane time constant of the hidden LIF layers.
+    membrane time constant of the hidden LIF layers; ``pool_kind`` the pooling (``"max"``,
+    ``"avg"``, ``"sum"``; see the module docstring).
     """
 
     def __init__(self, in_channels: int = 2, n_classes: int = 10, input_size=(34, 34), *,
@@ -52,8 +63,11 @@ class CSNN(nn.Module):
                  tau_mem: float = 60e-3, threshold: float = 1.0, dt: float = 30e-3,
                  readout: str = "li", readout_reduce: str = "mean",
                  readout_tau: float | None = None, dropout: float = 0.2,
-                 surrogate: str = "atan", learn_tau: bool = False, backend: str = "auto"):
+                 surrogate: str = "atan", learn_tau: bool = False, backend: str = "auto",
+                 pool_kind: str = "max"):
         super().__init__()
+        if pool_kind not in POOL_KINDS:
+            raise ValueError(f"pool_kind must be one of {POOL_KINDS}, got {pool_kind!r}")
         if len(channels) != 2 or min(channels) < 1:
             raise ValueError(f"channels must be two positive ints, got {channels!r}")
         h, w = (int(s) for s in input_size)
@@ -64,7 +78,8 @@ class CSNN(nn.Module):
         self.input_shape = (int(in_channels), h, w)
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size)
-        self.pool = nn.MaxPool2d(pool)
+        self.pool_kind, self.pool_size = pool_kind, int(pool)
+        self.pool = self._make_pool()
         for _ in range(2):
             h, w = (h - kernel_size + 1) // pool, (w - kernel_size + 1) // pool
         if h < 1 or w < 1:
@@ -78,6 +93,39 @@ class CSNN(nn.Module):
         self.readout = Readout(c2 * h * w, n_classes, kind=readout, reduce=readout_reduce,
                                tau_mem=readout_tau or tau_mem, dt=dt, surrogate=surrogate,
                                backend=backend)
+
+    def _make_pool(self) -> nn.Module:
+        k = self.pool_size
+        return {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "sum": SumPool2d}[self.pool_kind](k)
+
+    def to_sequential(self) -> Sequential:
+        """The network as a :class:`spiking.Sequential` sharing this model's modules (weights,
+        neurons)::
+
+            Conv2d, Pool, LIF, Conv2d, Pool, LIF, Flatten, Linear (readout.fc), readout neuron
+
+        for the NIR export and the SpiNNaker-like mapping (:mod:`spiking.hardware`), which
+        take layer stacks. It computes what ``self.eval()`` computes, with these differences:
+
+        - its output is the readout neuron's output ``[T, B, classes]`` (the LI membrane, or
+          the LIF spikes of the ``"count"`` readout); the logits are the readout's
+          post-processing of it, ``self.readout.logits(out)[0]`` (mean / max / last of the
+          membrane over time, or the spike count), which is not part of the network;
+        - dropout is left out (the identity in eval mode; training needs ``self``);
+        - padded steps (``lengths``) are not masked;
+        - the pooling layers are new instances (pooling has no parameters).
+
+        Raises TypeError for ``pool_kind="max"``: max pooling is neither a NIR node nor a
+        synaptic projection, so such a CSNN has no NIR / SpiNNaker-like mapping; train one
+        with ``pool_kind="avg"`` or ``"sum"``.
+        """
+        if getattr(self, "pool_kind", "max") == "max":   # (pickles from before pool_kind)
+            raise TypeError("CSNN with max pooling has no NIR / SpiNNaker-like mapping (no "
+                            "mapping for max pooling: neither a NIR node nor fixed synapses); "
+                            "use a CSNN with pool_kind='avg' or 'sum'")
+        return Sequential(self.conv1, self._make_pool(), self.lif1,
+                          self.conv2, self._make_pool(), self.lif2,
+                          nn.Flatten(), self.readout.fc, self.readout.neuron)
 
     def _conv(self, conv, x):
         t, b = x.shape[:2]

@@ -86,9 +86,16 @@ class Readout(nn.Module):
         t, b = x.shape[:2]
         y = self.fc(x.reshape(t * b, -1)).reshape(t, b, -1)
         out, _ = self.neuron(y)
+        return self.logits(out, lengths)
+
+    def logits(self, out: torch.Tensor, lengths: torch.Tensor | None = None):
+        """The post-processing of the neuron's output ``out`` ``[T, B, classes]`` (LI membrane
+        or LIF spikes): ``(logits, output spikes or None)``. Also turns the output of a
+        layer stack ending in ``fc`` and ``neuron`` (e.g. ``CSNN.to_sequential()``) into the
+        readout's logits."""
         if self.kind == "count":
             if lengths is not None:
-                steps = torch.arange(t, device=x.device)[:, None]
-                out = out * (steps < lengths.to(x.device)[None, :]).to(out.dtype)[..., None]
+                steps = torch.arange(out.shape[0], device=out.device)[:, None]
+                out = out * (steps < lengths.to(out.device)[None, :]).to(out.dtype)[..., None]
             return out.sum(0), out
         return reduce_time(out, self.reduce, lengths), None

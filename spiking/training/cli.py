@@ -132,9 +132,12 @@ def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
     return res
 
 
+# Sum pooling (not the recipe's max pooling) keeps the demo's CSNN exportable: its
+# `to_sequential()` stack is written as NIR and mapped SpiNNaker-like into a weight map.
 DEMO = {"model": "csnn", "dataset": "digits", "epochs": 4, "batch_size": 32, "lr": 5e-3,
         "n_time_bins": 8, "augment_shift": 1,
-        "model_args": {"channels": [8, 16], "tau_mem": 60e-3, "dropout": 0.1}}
+        "model_args": {"channels": [8, 16], "tau_mem": 60e-3, "dropout": 0.1,
+                       "pool_kind": "sum"}}
 
 
 def cmd_demo(args) -> int:

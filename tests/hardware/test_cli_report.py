@@ -117,3 +117,26 @@ def test_profile_old_checkpoint_without_data_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", str(path), "--steps", "4", "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert "does not record its input shape" in err and "nmnist" in err
+
+
+def test_demo_section_writes_nir_and_weightmap_for_pooled_csnn(tmp_path):
+    from spiking.hardware.export import from_nir
+    from spiking.models.csnn import CSNN
+
+    torch.manual_seed(0)
+    m = CSNN(channels=(2, 4), input_size=(16, 16), pool_kind="avg", threshold=0.2).eval()
+    x = (torch.rand(5, 3, 2, 16, 16) < 0.4).float()
+    md = demo_section(m, (x, None), out_dir=tmp_path / "a")
+    assert "model.nir" in md and "weightmap" in md and "cores" in md, md
+    wm = read_weightmap(tmp_path / "a" / "weightmap")
+    assert wm["manifest"]["populations"] == {"input": 512, "pop2": 72, "pop5": 4, "pop8": 10}
+    assert len(wm["projections"]) == 3
+    with torch.no_grad():
+        y, _ = m.to_sequential()(x)
+        y2, _ = from_nir(tmp_path / "a" / "model.nir")(x)
+    assert torch.equal(y, y2)
+    # max pooling: one-line notes, no exports, no crash
+    md = demo_section(CSNN(channels=(2, 4), input_size=(16, 16)), x, out_dir=tmp_path / "b")
+    assert md.count("not available") == 2 and "max pooling" in md
+    assert not (tmp_path / "b" / "model.nir").exists()
+    assert not (tmp_path / "b" / "weightmap").exists()

@@ -94,3 +94,50 @@ def test_norse_importer_reproduces_spikes():
             o, st = net(x[t], st)
             ys.append(o)
     assert y.sum() > 0 and torch.equal(torch.stack(ys), y)
+
+
+def _pooled():
+    from spiking.pooling import SumPool2d
+
+    torch.manual_seed(3)
+    m = spiking.Sequential(
+        nn.Conv2d(2, 3, 3), nn.AvgPool2d(2), spiking.LIF(threshold=0.2, tau_mem=20e-3),
+        nn.Conv2d(3, 4, 3, padding=1), SumPool2d(2, padding=1),
+        spiking.LIF(threshold=0.2, tau_mem=20e-3, reset="zero"), nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5), spiking.LI(tau_mem=10e-3))
+    with torch.no_grad():
+        m[0].weight.abs_()              # excitatory first layer: both LIF layers spike
+    return m
+
+
+def test_pooling_round_trip_identical_outputs(tmp_path):
+    from spiking.pooling import SumPool2d
+
+    m = _pooled()
+    x = (torch.rand(6, 2, 2, 10, 10) < 0.5).float() * 2
+    g = to_nir(m, x)
+    assert isinstance(g.nodes["1"], nir.AvgPool2d) and isinstance(g.nodes["4"], nir.SumPool2d)
+    assert g.nodes["4"].padding.tolist() == [1, 1] and g.nodes["1"].stride.tolist() == [2, 2]
+    m2 = from_nir(write_nir(m, x, tmp_path / "p.nir"))
+    assert type(m2[1]) is nn.AvgPool2d and type(m2[4]) is SumPool2d
+    with torch.no_grad():
+        y1, _, rec1 = m(x, record=True)
+        y2, _, rec2 = m2(x, record=True)
+    assert rec1[2].sum() > 0 and rec1[5].sum() > 0
+    for a, b in zip(rec1, rec2):
+        assert torch.equal(a, b)
+    assert torch.equal(y1, y2)
+
+
+def test_models_with_to_sequential_export_and_unsupported_pools_are_named():
+    from spiking.models.csnn import CSNN
+
+    x = (torch.rand(3, 1, 2, 34, 34) < 0.3).float()
+    g = to_nir(CSNN(channels=(2, 4), pool_kind="avg"), x)
+    assert isinstance(g.nodes["4"], nir.AvgPool2d) and isinstance(g.nodes["8"], nir.LI)
+    with pytest.raises(TypeError, match="max pooling"):
+        to_nir(CSNN(channels=(2, 4)), x)
+    with pytest.raises(TypeError, match="divisor_override"):
+        to_nir(spiking.Sequential(nn.AvgPool2d(2, divisor_override=3)), torch.zeros(1, 1, 1, 4, 4))
+    with pytest.raises(TypeError, match="MaxPool2d"):
+        to_nir(spiking.Sequential(nn.MaxPool2d(2)), torch.zeros(1, 1, 1, 4, 4))

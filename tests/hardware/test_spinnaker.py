@@ -94,3 +94,74 @@ def test_network_from_model_and_profile():
     m = S.map_network(pops, projs)
     prof = S.execution_profile(m, spikes)
     assert prof.synaptic_events.sum() > 0 and prof.total_energy_j > 0
+
+
+def _dense(pr):
+    d = np.zeros((pr.n_post, pr.n_pre))
+    np.add.at(d, (pr.post_idx, pr.pre_idx), pr.weight)
+    return d
+
+
+def test_unroll_pool_equals_the_pooling():
+    from spiking.pooling import SumPool2d
+
+    x = torch.rand(2, 7, 7, dtype=torch.float64)
+    for layer in (nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1), SumPool2d(2, padding=1),
+                  nn.AvgPool2d(3, 2, 1, count_include_pad=False)):
+        pre, post, w, shape = S.unroll_pool(layer, (2, 7, 7))
+        ref = layer(x[None])[0]
+        assert shape == tuple(ref.shape)
+        d = np.zeros((int(np.prod(shape)), 98))
+        np.add.at(d, (post, pre), w)
+        assert np.allclose(d @ x.flatten().numpy(), ref.flatten().numpy()), layer
+    with pytest.raises(TypeError, match="max pooling"):
+        S.unroll_pool(nn.MaxPool2d(2), (2, 7, 7))
+
+
+def test_pooled_network_maps_with_composed_projections():
+    from spiking.models.csnn import CSNN
+    from spiking.pooling import SumPool2d
+
+    torch.manual_seed(0)
+    conv, lin = nn.Conv2d(2, 3, 3), nn.Linear(3 * 2 * 2, 5)
+    model = spiking.Sequential(conv, nn.AvgPool2d(2), spiking.LIF(threshold=0.1),
+                               SumPool2d(2), nn.Flatten(), lin, spiking.LIF(threshold=0.1))
+    x = (torch.rand(12, 2, 2, 10, 10) < 0.5).float()
+    pops, projs, spikes = S.network_from_model(model, x)
+    assert pops == {"input": 200, "pop2": 48, "pop6": 5}
+    assert [p.name for p in projs] == ["input->pop2:0+1", "pop2->pop6:3+5"]
+    # the composed synapses are conv then average pool (no bias), and sum pool then Linear
+    xi = x[0, 0].double()
+    with torch.no_grad():
+        ref1 = nn.functional.avg_pool2d(nn.functional.conv2d(xi[None], conv.weight.double()), 2)
+        s = torch.rand(3, 4, 4, dtype=torch.float64)
+        ref2 = lin.weight.double() @ nn.functional.avg_pool2d(s[None], 2,
+                                                              divisor_override=1).flatten()
+    assert np.allclose(_dense(projs[0]) @ xi.flatten().numpy(), ref1.flatten().numpy())
+    assert np.allclose(_dense(projs[1]) @ s.flatten().numpy(), ref2.numpy())
+    assert projs[0].pre_idx.size == 48 * 2 * 4 * 4           # 3x3 conv + 2x2 pool: 4x4 taps
+    assert spikes["pop2"].any() and spikes["pop6"].any()
+    mach = S.Machine(cores_per_chip=3, neurons_per_core=16, synapse_bytes_per_core=4 * 400)
+    m = S.map_network(pops, projs, mach)
+    for pop, n in pops.items():       # each neuron on exactly one core, within the limits
+        owners = np.zeros(n, dtype=int)
+        for sl in m.slices:
+            if sl.population == pop:
+                owners[sl.start:sl.stop] += 1
+                assert sl.stop - sl.start <= 16 and sl.core < 3
+        assert (owners == 1).all()
+    core_of = {p: m.core_of(p) for p in pops}
+    for pr in projs:                  # spikes reach every core holding a target
+        for j in range(0, pr.n_pre, 7):
+            needed = set(core_of[pr.post][pr.post_idx[pr.pre_idx == j]].tolist())
+            assert needed <= S.route(m, pr.pre, int(j))
+    assert S.execution_profile(m, spikes).synaptic_events.sum() > 0
+    # a CSNN is mapped through to_sequential(); max pooling is a clear error
+    xc = (torch.rand(3, 1, 2, 34, 34) < 0.3).float()
+    pops, projs, _ = S.network_from_model(CSNN(channels=(2, 4), pool_kind="sum"), xc)
+    assert pops == {"input": 2312, "pop2": 450, "pop5": 100, "pop8": 10}
+    with pytest.raises(TypeError, match="no mapping"):
+        S.network_from_model(CSNN(channels=(2, 4)), xc)
+    from spiking.hardware import fixedpoint_sim as F
+    with pytest.raises(TypeError, match="does not support pooling"):
+        F.from_model(model, x[:, :1])

@@ -67,3 +67,39 @@ def test_registry_builds_from_input_shape():
     assert m(frames()).logits.shape == (2, 5)
     with pytest.raises(ValueError, match="camera frames"):
         get_model("csnn", input_shape=(700,), n_classes=5)
+
+
+@pytest.mark.parametrize("pool_kind", ["avg", "sum"])
+@pytest.mark.parametrize("readout", ["li", "count"])
+def test_to_sequential_gives_the_eval_logits(pool_kind, readout):
+    from torch import nn
+
+    from spiking.pooling import SumPool2d
+
+    torch.manual_seed(1)
+    m = CSNN(channels=(4, 8), pool_kind=pool_kind, readout=readout, dropout=0.5,
+             threshold=0.3, backend="reference").eval()
+    x = frames(t=5)
+    with torch.no_grad():
+        logits, act = m(x)
+        seq = m.to_sequential()
+        out, _, rec = seq(x, record=True)
+    pool_cls = nn.AvgPool2d if pool_kind == "avg" else SumPool2d
+    assert type(m.pool) is pool_cls and type(seq[1]) is pool_cls and type(seq[4]) is pool_cls
+    assert seq[0] is m.conv1 and seq[7] is m.readout.fc and seq[8] is m.readout.neuron
+    assert act["conv1"].sum() > 0 and act["conv2"].sum() > 0   # the comparison means something
+    assert torch.equal(rec[2], act["conv1"]) and torch.equal(rec[5], act["conv2"])
+    torch.testing.assert_close(m.readout.logits(out)[0], logits, rtol=0, atol=0)
+
+
+def test_pool_kind_default_max_and_errors():
+    from torch import nn
+
+    m = CSNN(channels=(4, 8))
+    assert isinstance(m.pool, nn.MaxPool2d) and m.pool_kind == "max"
+    with pytest.raises(TypeError, match="max pooling.*pool_kind='avg' or 'sum'"):
+        m.to_sequential()
+    with pytest.raises(ValueError, match="pool_kind must be one of"):
+        CSNN(pool_kind="min")
+    assert get_model("csnn", input_shape=(2, 34, 34), n_classes=10, channels=(4, 8),
+                     pool_kind="sum").pool_kind == "sum"

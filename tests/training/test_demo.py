@@ -18,5 +18,9 @@ def test_demo_runs_end_to_end(tmp_path):
     rows = re.findall(r"^\| (cmos45nm|loihi|spinnaker2|gpu_a100) \| ([0-9.]+) \|", report, re.M)
     assert {d for d, _ in rows} == {"cmos45nm", "loihi", "spinnaker2", "gpu_a100"}
     assert all(float(e) > 0 for _, e in rows)
-    for f in ("checkpoint.pt", "curves.png", "confusion.png", "raster.png", "summary.json"):
+    for f in ("checkpoint.pt", "curves.png", "confusion.png", "raster.png", "summary.json",
+              "model.nir", "weightmap/manifest.json"):
         assert (tmp_path / "d" / f).is_file(), f
+    # the demo's CSNN (sum pooling) exports: NIR file and SpiNNaker-like weight map
+    assert "NIR export: `" in report and "Weight map (SpiNNaker-like mapping" in report
+    assert "not available" not in report
