@@ -54,6 +54,16 @@ def cmd_train(args) -> int:
 
     def go():
         if args.resume:
+            given = [f"--{k.replace('_', '-')}" for k in _FLAGS if getattr(args, k) is not None]
+            given += [f for f, v in (("--model", args.model), ("--dataset", args.dataset),
+                                     ("--config", args.config), ("--data-root", args.data_root),
+                                     ("--model-args", args.model_args)) if v]
+            if given:
+                raise ValueError(
+                    f"--resume continues {args.resume} with its stored configuration; "
+                    f"{', '.join(given)} would be ignored (changing a run mid-way, e.g. more "
+                    f"epochs, would not match its learning-rate schedule): start a new run "
+                    f"instead, or drop those flags")
             summary = train(resume=args.resume)
         else:
             over = {k: getattr(args, k) for k in _FLAGS}

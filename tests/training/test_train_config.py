@@ -85,3 +85,9 @@ def test_random_shift_audio_channels_and_frames():
     assert random_shift(frames, 1).shape == frames.shape
     with pytest.raises(ValueError, match="audio spikes"):
         random_shift(torch.zeros(2, 3, 4, 5), 1)
+
+
+def test_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "40", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs" in err and "--lr" in err and "stored configuration" in err
