@@ -43,6 +43,20 @@ def cmd_list(args) -> int:
         sizes = ", ".join(f"{k} {v:,}" for k, v in cls.split_sizes.items())
         print(f"{key:<8} {cls.__name__}: sensor {cls.sensor_size}, {len(cls.classes)} classes, "
               f"{sizes}; found here: {', '.join(found) or 'none'} (root {root}, from {origin})")
+    # the two datasets this package builds itself (training's --dataset digits / fsdd-shd)
+    from spiking.datasets.locate import cache_dir
+
+    digits = cache_dir() / "digits-emulated"
+    built = (digits / "NMNIST").is_dir()
+    print(f"{'digits':<8} UCI digits recorded by the emulated event camera (not N-MNIST): sensor "
+          f"(34, 34, 2), 10 classes, train 1,500, test 297; "
+          f"{'built at ' + str(digits) if built else 'built on first use (~40 s)'}")
+    fsdd = cache_dir() / "fsdd-shd" / "SHD"
+    have = [s for s in ("train", "test") if (fsdd / f"shd_{s}.h5").is_file()]
+    state = (f"built: {', '.join(have)} at {fsdd}" if have else
+             "built on first use (about 1 h on 2 cores) from $SPIKING_DATA/fsdd")
+    print(f"{'fsdd-shd':<8} FSDD speech converted to SHD-format spikes (not SHD): 700 channels, "
+          f"10 classes, train 2,700, test 300; {state}")
     return 0
 
 

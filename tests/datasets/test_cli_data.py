@@ -30,6 +30,8 @@ def test_list_and_info(capsys):
     assert main(["list", "--root", str(SUBSET)]) == 0
     out = capsys.readouterr().out
     assert "nmnist" in out and "found here: train, test" in out and "shd" in out
+    # the datasets the package builds itself are listed too (not built in this fresh cache)
+    assert "digits " in out and "fsdd-shd " in out and out.count("built on first use") == 2
     assert main(["info", "nmnist", "--root", str(SUBSET)]) == 0
     out = capsys.readouterr().out
     assert "1,000 .bin files" in out and "100 .bin files" in out
