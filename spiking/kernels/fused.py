@@ -36,6 +36,8 @@ LI_PARAMS = ("alpha_mem", "alpha_syn", "gain", "v_leak")
 RESET_IDS = {"subtract": 0, "zero": 1, "none": 2}
 # cfg list of the LIF ops: [has_syn, has_adapt, reset_id, reset_delay, current_first,
 #                           surrogate kernel_id, save_x]; of the LI ops: [has_syn, save_x].
+# The backward op's cfg has one more entry: a bit mask of the params that need a gradient
+# (bit k: LIF_PARAMS[k]; see param_grad_mask); kernels may skip the others and return 0 rows.
 
 # (op name, device type) -> implementation; filled by the backend modules when imported.
 KERNELS: dict[tuple[str, str], Callable] = {}
@@ -98,10 +100,24 @@ def surrogate_consts(sid: int, alpha: float) -> tuple[float, float]:
     return alpha, 0.0
 
 
-def _reduce(gp: Tensor, params: list[Tensor]) -> list[Tensor]:
-    """Per-neuron parameter gradients [K, M] -> gradient of each packed parameter [P_k]."""
+def _reduce(gp: Tensor, params: list[Tensor], need=None) -> list[Optional[Tensor]]:
+    """Per-neuron parameter gradients [K, M] -> gradient of each packed parameter [P_k]
+    (None for those that ``need``, when given, marks as not needing one)."""
     m = gp.shape[1]
-    return [gp[k].reshape(m // p.numel(), p.numel()).sum(0) for k, p in enumerate(params)]
+    return [gp[k].reshape(m // p.numel(), p.numel()).sum(0) if need is None or need[k] else None
+            for k, p in enumerate(params)]
+
+
+def _needs_param_grads(ctx, index: int, n: int) -> list[bool]:
+    """Per-parameter needs_input_grad of the list input ``index`` of a custom op."""
+    need = ctx.needs_input_grad[index]
+    return [bool(v) for v in need] if isinstance(need, (list, tuple)) else [bool(need)] * n
+
+
+def param_grad_mask(cfg: list[int]) -> int:
+    """Bit mask (bit k: LIF_PARAMS[k]) of the params whose gradient the backward op must
+    compute: cfg[7] of the backward op's cfg, all of them when absent."""
+    return int(cfg[7]) if len(cfg) > 7 else (1 << len(LIF_PARAMS)) - 1
 
 
 def _empty(x: Tensor, dtype=None) -> Tensor:
@@ -166,10 +182,13 @@ def _lif_setup(ctx, inputs, output):
 
 def _lif_backward(ctx, g_out, g_vT, g_iT, g_aT, _gh, _gi, _ga, g_vtr, g_itr, g_atr):
     v0, i0, a0, h, i_st, a_st, x, *params = ctx.saved_tensors
+    need = _needs_param_grads(ctx, 4, len(params))
+    mask = sum(1 << k for k, v in enumerate(need) if v)
     gx, gv0, gi0, ga0, gp = lif_bwd(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0,
-                                    h, i_st, a_st, x, params, ctx.cfg, ctx.sur_alpha)
+                                    h, i_st, a_st, x, params, [*ctx.cfg[:7], mask],
+                                    ctx.sur_alpha)
     return (gx, gv0, gi0 if ctx.has[0] else None, ga0 if ctx.has[1] else None,
-            _reduce(gp, params), None, None, None)
+            _reduce(gp, params, need), None, None, None)
 
 
 lif_fwd.register_autograd(_lif_backward, setup_context=_lif_setup)

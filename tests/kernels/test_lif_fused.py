@@ -94,8 +94,9 @@ def test_current_last(kind, dtype):
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid", "triangle",
                                        "straight_through"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_every_builtin_surrogate(surrogate, dtype):
-    compare(*make_case("alif_syn", per_neuron=True, dtype=dtype, surrogate=surrogate), dtype)
+@pytest.mark.parametrize("kind", ["alif_syn", "lif"])  # general and plain-LIF backward kernels
+def test_every_builtin_surrogate(surrogate, dtype, kind):
+    compare(*make_case(kind, per_neuron=True, dtype=dtype, surrogate=surrogate), dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 4, 5), (1000, 1, 3), (5, 3, 257),
@@ -115,6 +116,34 @@ def test_record_false_and_rank4_input_with_broadcast_params():
     leaves = [x, *[s for s in state if s is not None], *[v for v in p
                                                           if isinstance(v, torch.Tensor)]]
     compare(x, state, p, leaves, torch.float64, record=False)
+
+
+@pytest.mark.parametrize("kind, reset, delay", [
+    ("lif", "subtract", False), ("lif", "zero", False), ("lif", "none", False),  # plain kernel
+    ("lif", "zero", True), ("cuba", "subtract", False), ("alif_syn", "zero", True),  # general
+])
+@pytest.mark.parametrize("learn", [(), ("alpha_mem",), ("threshold", "gain", "v_reset"),
+                                   ("alpha_syn", "alpha_adapt", "adapt_jump", "v_leak")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_only_params_that_require_grad(kind, reset, delay, learn, dtype, monkeypatch):
+    """Params without requires_grad (fixed tau, threshold, ...) are skipped by the backward
+    kernels (their mask bit is 0); the gradients of the others still match the reference."""
+    x, state, p, _ = make_case(kind, per_neuron=True, dtype=dtype, reset=reset, delay=delay)
+    p = p._replace(**{f: v.detach().requires_grad_(f in learn) for f, v in p._asdict().items()
+                      if isinstance(v, torch.Tensor)})
+    leaves = [x, *[s for s in state if s is not None],
+              *[v for v in p if isinstance(v, torch.Tensor) and v.requires_grad]]
+    masks = []
+    kernel = fused.KERNELS[("lif_bwd", "cpu")]
+
+    def spy(*args):
+        masks.append(fused.param_grad_mask(args[15]))
+        return kernel(*args)
+    monkeypatch.setitem(fused.KERNELS, ("lif_bwd", "cpu"), spy)
+    compare(x, state, p, leaves, dtype)
+    want = sum(1 << k for k, n in enumerate(fused.LIF_PARAMS)
+               if isinstance(getattr(p, n), torch.Tensor) and getattr(p, n).requires_grad)
+    assert masks == [want]
 
 
 @pytest.mark.parametrize("cls, kw", [
