@@ -15,6 +15,15 @@ direction. This module holds what both backends share:
 
 Backward is BPTT through the surrogate (the derivation is in the kernels' docstrings); every
 kernel thread accumulates its own parameter gradients, which are summed per period here.
+
+Memory saved for backward, per neuron-step, in the compute dtype (4 bytes in float32): the
+pre-reset membrane ``h[t]`` always (spikes and the post-reset membrane are recomputed from it,
+so no spike tensor is kept); plus the synaptic current ``i[t]`` for CubaLIF / ALIF with a
+synapse, the adaptation ``a[t]`` for ALIF, and the input ``x[t]`` only when a learnable
+``gain`` needs it (no synapse). LIF: 4 B per neuron-step in float32; CubaLIF 8 B; ALIF 8 B;
+ALIF with a synapse 12 B. The LI readout saves its membrane (plus ``i[t]`` with a synapse,
+``x[t]`` for a learnable gain without one).
+The forward outputs (spikes, and trajectories with ``record=True``) belong to the caller.
 """
 
 # torch.library infers the op schemas from these annotations: keep typing.Optional for them.
