@@ -3,6 +3,10 @@
 
 Run: python benchmarks/hardware.py [--neurons 100000 --synapses 10000000 --steps 1000]
 
+``--counts``: NeuroBench-style operation counts (:func:`spiking.hardware.counting.count`) of
+every registry model on 4 real recordings (FSDD in SHD format, 100 bins; the CSNN on the N-MNIST
+subset, 30 bins), one row per model, as a Markdown table.
+
 ``--crossbar-sweep``: the memristive LSM on the N-MNIST subset (``$SPIKING_DATA/nmnist-subset``,
 1,000 train / 100 test recordings): float LSM vs reservoirs drawn from the RRAM device model
 (:mod:`spiking.hardware.memristive_lsm`), ridge readout, test accuracy vs conductance levels and
@@ -51,6 +55,8 @@ def main(argv=None):
                     help="memristive LSM accuracy sweep on N-MNIST instead of the mapping run")
     ap.add_argument("--fixedpoint", action="store_true",
                     help="fixed-point simulator vs float model agreement on a random network")
+    ap.add_argument("--counts", action="store_true",
+                    help="operation counts of every registry model on real recordings")
     ap.add_argument("--egru", action="store_true",
                     help="char-level EGRU at batch 1: SpiNNaker 2 vs GPU energy estimates")
     ap.add_argument("--sweep-neurons", type=int, default=1000)
@@ -64,6 +70,8 @@ def main(argv=None):
         return fixedpoint(args)
     if args.egru:
         return egru_profile(args)
+    if args.counts:
+        return counts_table(args)
     from spiking.hardware import spinnaker
 
     print(f"machine: {platform.processor() or platform.machine()}, torch threads "
@@ -172,6 +180,48 @@ def egru_profile(args, hidden=512, steps=500, thresholds=(0.02, 0.05, 0.1, 0.2, 
         dyn = (gpu.total_j - gpu.static_j) / (s2.total_j - s2.static_j)
         print(f"| {thr} | {act:.3f} | {s2.total_j / steps * 1e6:.4g} | "
               f"{gpu.total_j / steps * 1e6:.4g} | {gpu.total_j / s2.total_j:.3g} | {dyn:.3g} |")
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("SPIKING_DATA", Path(__file__).resolve().parents[1].parent
+                               / "shared" / "data"))
+
+
+def counts_table(args, batch: int = 4):
+    """One row of per-sample counts for every registry model (initialisation weights)."""
+    from spiking.datasets.binning import bin_events_batch
+    from spiking.datasets.nmnist import NMNIST
+    from spiking.datasets.shd import SHD
+    from spiking.hardware.counting import count
+    from spiking.models.registry import available_models, get_model
+
+    root = _data_root()
+    audio = SHD(file=root / "fsdd-shd-format" / "fsdd_shd_format_test.h5")
+    xa, _ = bin_events_batch([audio[i][0] for i in range(batch)], audio.sensor_size,
+                             n_time_bins=100)
+    xa = xa.reshape(xa.shape[0], batch, -1)
+    cam = NMNIST(root / "nmnist-subset", train=False)
+    xc, _ = bin_events_batch([cam[i][0] for i in range(batch)], cam.sensor_size, n_time_bins=30)
+    print(f"machine: {platform.processor() or platform.machine()}, torch "
+          f"{torch.__version__}; per-sample counts, B = {batch}, initialisation weights (seed 0)")
+    print("audio: FSDD in SHD format, 700 channels, 100 bins; camera: N-MNIST subset, 30 bins\n")
+    cols = ("dense", "effective_macs", "effective_acs", "membrane_updates", "neuron_ops",
+            "spikes")
+    print("| model | input | params | " + " | ".join(cols) + " | act. sparsity | time |")
+    print("|---|---|---:|" + "---:|" * len(cols) + "---:|---:|")
+    for name in available_models():
+        torch.manual_seed(0)
+        x = xc if name == "csnn" else xa
+        m = get_model(name, input_shape=tuple(x.shape[2:]), n_classes=10)
+        t0 = time.perf_counter()
+        c = count(m, x)
+        dt = time.perf_counter() - t0
+        tot = c.totals()
+        cells = " | ".join(f"{tot[k]:,.0f}" for k in cols)
+        print(f"| {name} | {'N-MNIST' if name == 'csnn' else 'FSDD-SHD'} | {c.parameters:,} | "
+              f"{cells} | {tot['activation_sparsity']:.3f} | {dt:.2f} s |")
+        if c.uncounted:
+            print(f"|  | not counted: {', '.join(c.uncounted)} |")
 
 
 def crossbar_sweep(args):

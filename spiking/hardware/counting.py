@@ -28,13 +28,23 @@ algorithms and systems", Nat. Commun.; metric code ``neurobench.metrics``):
 
 Recurrence: :class:`~spiking.models.recurrent.Recurrent` layers count their input Linear
 per step and the recurrent matrix on the previous step's spikes ``s[t-1]`` (every step
-counts in ``dense``, as NeuroBench counts snnTorch ``RLeaky``'s recurrent Linear). Modules
-with their own ``op_counts(t, b)`` method (e.g. :class:`~spiking.models.lmu.LMU`) are called
-once per forward with the input's T and B and not descended into; their keys are mapped
-(``dense_macs``/``macs``/``synaptic_ops`` -> MACs, ``spike_acs`` -> ACs, ``*_dense`` /
-``*_event`` pairs -> dense / effective MACs, ``neuron_updates``/``membrane_updates``,
-``neuron_ops``, ``events``/``spikes``); other keys are kept in ``extra``. Modules with
-parameters that no counter saw run are listed in ``Counts.uncounted``.
+counts in ``dense``, as NeuroBench counts snnTorch ``RLeaky``'s recurrent Linear).
+
+Fused models count themselves: a module with ``op_counts(t, b, ...)`` (exactly two required
+parameters; e.g. :class:`~spiking.models.lmu.LMU`, EGRU, LSM, LTC/CfC nets) is called once
+per forward with the input's T and B, plus ``x=`` (the input) and ``output=`` (the forward's
+result) when its signature names them, so event-driven figures come from the activity of this
+very run; it is not descended into. Its keys are mapped (``dense_macs``/``macs``/
+``synaptic_ops`` -> MACs, ``spike_acs`` -> ACs, ``*_macs_dense`` with ``*_macs_event`` /
+``*_acs_event`` -> dense and effective MACs / ACs, ``neuron_updates``/``membrane_updates``,
+``neuron_ops``, ``events``/``spikes``; when events are reported they also give the layer's
+activation sparsity); other keys are kept in ``extra``. A composite module whose work is
+partly outside its children (the LMU memory of LMUFormer, the WKV recurrence of a SpikeGPT
+block) defines ``extra_op_counts(*forward_args)`` for that part, and its children are counted
+as usual. ``Embedding`` and normalisation layers are listed with their parameters and zero
+operations. Modules with parameters that no counter saw run are listed in
+``Counts.uncounted``. Steps run through ``module.step`` (recurrent/streaming modes) bypass
+forward hooks: count the sequence (parallel) mode.
 """
 
 from __future__ import annotations
@@ -47,6 +57,10 @@ from torch import nn
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ACT = (nn.ReLU, nn.Sigmoid)
+# layers with parameters but no synaptic operations in NeuroBench's sense (a table lookup, a
+# per-channel affine normalisation): listed with their parameters, counted as zero operations
+_NO_SYNOPS = (nn.Embedding, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+              nn.GroupNorm)
 
 
 @dataclass(frozen=True)
@@ -218,7 +232,10 @@ _KEYMAP = {"dense_macs": "macs", "macs": "macs", "synaptic_ops": "macs", "spike_
 def normalize_op_counts(d: dict) -> dict:
     """Map a kernel's or model's ``op_counts()`` keys onto LayerCounts fields.
 
-    ``X_dense``/``X_event`` pairs give dense and effective MACs; plain MAC keys count as both.
+    ``X_macs_dense``/``X_macs_event`` pairs give dense and effective MACs; with
+    ``X_acs_event`` instead (the inputs were binary spikes) the effective figure is ACs; a
+    ``X_macs_dense`` without either pair counts as both dense and effective MACs, as do the
+    plain MAC keys.
     Unknown keys go to ``extra``. Returns a dict of LayerCounts field values (totals, not per
     sample)."""
     out = {"dense": 0.0, "effective_macs": 0.0, "effective_acs": 0.0, "membrane_updates": 0.0,
@@ -226,9 +243,14 @@ def normalize_op_counts(d: dict) -> dict:
     for k, v in d.items():
         if k.endswith("_dense") and "macs" in k:
             out["dense"] += v
-            ev = d.get(k[: -len("_dense")] + "_event")
-            out["effective_macs"] += v if ev is None else ev
-        elif k.endswith("_event") and "macs" in k:
+            base = k[: -len("_dense")]
+            ev_ac = d.get(base.replace("macs", "acs") + "_event")
+            ev = d.get(base + "_event")
+            if ev_ac is not None:
+                out["effective_acs"] += ev_ac
+            else:
+                out["effective_macs"] += v if ev is None else ev
+        elif k.endswith("_event") and ("macs" in k or "acs" in k):
             continue
         elif _KEYMAP.get(k) == "macs":
             out["dense"] += v
@@ -243,6 +265,26 @@ def normalize_op_counts(d: dict) -> dict:
     return out
 
 
+def _counts_signature(m: nn.Module) -> tuple | None:
+    """The optional parameter names of ``m.op_counts(t, b, ...)`` when ``m`` counts itself
+    (exactly two required positional parameters ``t, b``), else None: the counter then descends
+    into ``m``. (Whole-model summaries such as ``LMUFormer.op_counts(x)`` are not this
+    protocol; their layers are counted one by one.)"""
+    fn = getattr(m, "op_counts", None)
+    if not callable(fn):
+        return None
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in positional]
+    if len(required) != 2:
+        return None
+    return tuple(p.name for p in params if p.default is not inspect.Parameter.empty)
+
+
 class _Acc:
     """Mutable per-layer accumulator (totals over the batch; divided by B at the end)."""
 
@@ -253,6 +295,9 @@ class _Acc:
         self.extra: dict = {}
         self.word_bytes = 4
         self.ran = False
+        self.opaque = False       # counts everything inside it (no child is visited)
+        self.partial = False      # counts its own extra work; its children are visited
+        self.recurrent_owner = False
 
 
 # ---------------------------------------------------------------------------- counter
@@ -276,16 +321,20 @@ class _Counter:
             self._add(full, child, self._stateless)
         elif isinstance(child, Recurrent):
             acc = self._add(full, child, self._recurrent)
-            acc.recurrent_owner = True
+            acc.recurrent_owner = acc.opaque = True
             if child.input is not None:
                 self._add(f"{full}.input", child.input, self._stateless)
         elif isinstance(child, Neuron):
-            self._add(full, child, self._neuron)
+            self._add(full, child, self._neuron).opaque = True
         elif isinstance(child, _ACT):
             self._add(full, child, self._activation)
-        elif callable(getattr(child, "op_counts", None)):
-            self._add(full, child, self._own_counts)
+        elif _counts_signature(child) is not None:
+            self._add(full, child, self._own_counts).opaque = True
+        elif isinstance(child, _NO_SYNOPS):
+            self._add(full, child, lambda *a: None)
         else:
+            if callable(getattr(child, "extra_op_counts", None)):
+                self._add(full, child, self._extra_counts).partial = True
             self._walk(child, full + "." if full else "")
 
     def _add(self, name, module, fn) -> _Acc:
@@ -302,7 +351,10 @@ class _Counter:
     # -- stateless connection layers
     def _stateless(self, acc, mod, args, kwargs, output):
         x = args[0].detach()
-        xs = _split_steps(x, self.t, self.b)
+        if isinstance(mod, nn.Linear) and x.dim() >= 3 and x.shape[:2] == (self.t, self.b):
+            xs = x                              # a whole [T, B, ..., F] sequence at once
+        else:
+            xs = _split_steps(x, self.t, self.b)
         if isinstance(mod, nn.Linear):
             eff, dense = _linear_ops(xs, mod.weight.detach())
         else:
@@ -405,14 +457,31 @@ class _Counter:
     def _own_counts(self, acc, mod, args, kwargs, output):
         x = args[0] if args else next(iter(kwargs.values()))
         t, b = (x.shape[1], x.shape[0]) if getattr(mod, "batch_first", False) else x.shape[:2]
-        fn = mod.op_counts
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.default is inspect.Parameter.empty
-                  and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(params) != 2:
-            acc.extra["error"] = f"op_counts{inspect.signature(fn)} is not op_counts(t, b)"
-            return
-        norm = normalize_op_counts(fn(int(t), int(b)))
+        optional = _counts_signature(mod)
+        kw = {}
+        if "x" in optional:
+            kw["x"] = x.detach()
+        if "output" in optional:
+            kw["output"] = output
+        self._busy_call(acc, lambda: mod.op_counts(int(t), int(b), **kw))
+
+    def _extra_counts(self, acc, mod, args, kwargs, output):
+        """Work a composite module does outside its child modules (e.g. a WKV recurrence):
+        ``mod.extra_op_counts`` gets the forward's own arguments."""
+        self._busy_call(acc, lambda: mod.extra_op_counts(*args, **kwargs))
+
+    def _busy_call(self, acc, fn):
+        self.busy = True          # a model that re-runs itself to measure activity is not
+        try:                      # counted a second time by the hooks inside it
+            with torch.no_grad():
+                raw = fn()
+        finally:
+            self.busy = False
+        norm = normalize_op_counts(raw)
+        if any(_KEYMAP.get(k) == "spikes" for k in raw):
+            # an event-driven layer that reports its events: its outputs are the updates
+            acc.v["activations"] += norm["membrane_updates"]
+            acc.v["nonzero_activations"] += norm["spikes"]
         for key in ("dense", "effective_macs", "effective_acs", "membrane_updates",
                     "neuron_ops", "spikes"):
             acc.v[key] += norm[key]
@@ -430,17 +499,20 @@ class _Counter:
 
 def _static(acc: _Acc) -> None:
     m = acc.module
-    n, nbytes = _param_info(m, recurse=True)
-    if getattr(acc, "recurrent_owner", False) and m.input is not None:
+    n, nbytes = _param_info(m, recurse=not acc.partial)
+    if acc.partial:
+        acc.v["parameters"], acc.v["footprint_bytes"] = n, nbytes
+        return
+    if acc.recurrent_owner and m.input is not None:
         n_in, b_in = _param_info(m.input, recurse=True)
         n, nbytes = n - n_in, nbytes - b_in
     acc.v["parameters"], acc.v["footprint_bytes"] = n, nbytes
     weights = []
     if isinstance(m, (nn.Linear, *_CONV)):
         weights = [m.weight]
-    elif getattr(acc, "recurrent_owner", False) and m.recurrent_kind == "dense":
+    elif acc.recurrent_owner and m.recurrent_kind == "dense":
         weights = [m.recurrent.weight]
-    elif not hasattr(m, "kernel") and not isinstance(m, _ACT):
+    elif acc.opaque and not hasattr(m, "kernel"):
         weights = [mod.weight for mod in m.modules() if isinstance(mod, (nn.Linear, *_CONV))]
     acc.v["weights"] = sum(w.numel() for w in weights)
     acc.v["zero_weights"] = sum(int((w == 0).sum()) for w in weights)
@@ -448,7 +520,8 @@ def _static(acc: _Acc) -> None:
 
 def count(model: nn.Module, x: torch.Tensor, *, forward=None, batch_first: bool = False
           ) -> Counts:
-    """Run ``model`` on ``x`` ``[T, B, ...]`` (``[B, T, ...]`` with ``batch_first``) and count.
+    """Run ``model`` on ``x`` ``[T, B, ...]`` (``[B, T, ...]`` with ``batch_first``; integer
+    tokens ``[T, B]`` for a language model) and count.
 
     ``forward(model, x)`` overrides how the model is called (default ``model(x)``). The model
     runs once under ``torch.no_grad()``; neuron layers are re-run with ``record=True`` to read
@@ -456,9 +529,12 @@ def count(model: nn.Module, x: torch.Tensor, *, forward=None, batch_first: bool 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() < 3:
-        raise ValueError("x must be a time-first sequence [T, B, ...] (rank >= 3), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    tokens = isinstance(x, torch.Tensor) and x.dim() == 2 and not x.is_floating_point()
+    if not isinstance(x, torch.Tensor) or (x.dim() < 3 and not tokens):
+        raise ValueError("x must be a time-first sequence [T, B, ...] (rank >= 3), or integer "
+                         "tokens [T, B], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+                         f"{' ' + str(x.dtype) if isinstance(x, torch.Tensor) else ''}")
     t, b = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     counter = _Counter(model, int(t), int(b))
     for acc in counter.accs:
@@ -488,7 +564,7 @@ def count(model: nn.Module, x: torch.Tensor, *, forward=None, batch_first: bool 
         if id(m) in seen or not name:
             continue
         own = sum(p.numel() for p in m.parameters(recurse=False))
-        if own and not any(name.startswith(a.name + ".") or a.module is model
+        if own and not any(a.opaque and (name.startswith(a.name + ".") or a.module is model)
                            for a in counter.accs):
             uncounted.append(name)
     return Counts(tuple(layers), int(b), int(t), n, nbytes, tuple(uncounted))

@@ -147,6 +147,7 @@ def op_counts(shape_tbn, p: CfCParams) -> dict[str, int]:
     ``macs``: multiply-accumulates of the backbone and heads (weights only, biases in
     ``neuron_ops``). ``activations``: nonlinear evaluations (backbone act, tanh, sigmoid, exp).
     ``neuron_ops``: elementwise work per hidden unit (bias adds, f*s, gate mixing).
+    ``neuron_updates``: hidden units updated (one per unit and step).
     """
     t, b, _n_in = shape_tbn
     hsz = hidden_size(p)
@@ -165,5 +166,5 @@ def op_counts(shape_tbn, p: CfCParams) -> dict[str, int]:
     else:
         acts += 3 * hsz             # tanh, tanh, sigmoid
         ops += 5 * hsz              # -f*s, +tb, gate*g, (1-gate)*hh, sum
-    per_step = {"macs": macs, "activations": acts, "neuron_ops": ops}
+    per_step = {"macs": macs, "activations": acts, "neuron_ops": ops, "neuron_updates": hsz}
     return {key: val * t * b for key, val in per_step.items()}

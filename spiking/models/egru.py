@@ -118,12 +118,8 @@ class EGRU(nn.Module):
         if tuple(x.shape[2:]) != self.input_shape:
             raise ValueError(f"EGRU expects [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
-        t, b = x.shape[:2]
-        h = x if x.is_floating_point() else x.float()
-        if self.input_pool > 1:  # sum-pool camera frames (event counts per pooled pixel)
-            p = self.input_pool
-            h = torch.nn.functional.avg_pool2d(h.reshape(t * b, *self.input_shape), p) * (p * p)
-        h = h.reshape(t, b, -1)
+        t = x.shape[0]
+        h = self._inputs(x)
         activity = {}
         for k, layer in enumerate(self.layers):
             h, _ = layer(h)
@@ -138,21 +134,49 @@ class EGRU(nn.Module):
             feat = h.mean(0)
         return ClassifierOutput(self.readout(feat), activity)
 
-    def op_counts(self, t: int, b: int, activity: dict | None = None) -> dict:
-        """Dense and event-driven counts of every layer (kernels.egru.op_counts), summed; pass
-        the ``activity`` dict of a forward pass to get the event-driven figures."""
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's input ``[T, B, I]``: flattened, camera frames sum-pooled."""
+        t, b = x.shape[:2]
+        h = x if x.is_floating_point() else x.float()
+        if self.input_pool > 1:  # sum-pool camera frames (event counts per pooled pixel)
+            p = self.input_pool
+            h = torch.nn.functional.avg_pool2d(h.reshape(t * b, *self.input_shape), p) * (p * p)
+        return h.reshape(t, b, -1)
+
+    def op_counts(self, t: int, b: int, activity: dict | None = None, *, output=None,
+                  x: torch.Tensor | None = None) -> dict:
+        """Dense and event-driven counts of every layer (kernels.egru.op_counts), summed.
+
+        Pass the ``activity`` dict of a forward pass (or its ``output``) to get the
+        event-driven figures: ``recurrent_macs_event`` (3H per event feeding a next step),
+        ``spikes`` (all events); layer k > 0 reads layer k-1's events. With ``x`` the first
+        layer's input events are counted too (``input_acs_event`` when ``x`` is binary,
+        ``input_macs_event`` otherwise). ``readout_macs_dense``: the linear readout."""
+        if activity is None and output is not None:
+            activity = output[1]
         total: dict[str, int] = {}
-        prev_events = None
+        prev_events, binary = None, False
+        if x is not None:
+            h = self._inputs(x)
+            prev_events = int((h != 0).sum())
+            binary = bool(((h == 0) | (h == 1)).all())
+        spikes = 0
         for k, layer in enumerate(self.layers):
             ev = None
             if activity is not None:
                 ev = int(activity[f"egru{k}"][:-1].sum())
+                spikes += int(activity[f"egru{k}"].sum())
             c = K.op_counts((t, b, layer.hidden_size), layer.input_size, events=ev,
                             input_events=prev_events)
+            c.pop("events", None)
+            if k == 0 and binary and "input_macs_event" in c:
+                c["input_acs_event"] = c.pop("input_macs_event")
             prev_events = None if activity is None else int(activity[f"egru{k}"].sum())
             for key, v in c.items():
                 total[key] = total.get(key, 0) + v
-        total["readout_macs"] = b * self.readout.in_features * self.readout.out_features
+        if activity is not None:
+            total["spikes"] = spikes
+        total["readout_macs_dense"] = b * self.readout.in_features * self.readout.out_features
         return total
 
 

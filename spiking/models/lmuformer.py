@@ -59,7 +59,7 @@ class CausalConv1d(nn.Conv1d):
         if buf is None:
             buf = xb.new_zeros(xb.shape[0], xb.shape[1], self.k - 1)
         full = torch.cat([buf, xb], dim=2)
-        y = super().forward(full).permute(2, 0, 1)
+        y = self(full).permute(2, 0, 1)          # through __call__: forward hooks see it
         return y, full[:, :, full.shape[2] - (self.k - 1):]
 
 
@@ -188,6 +188,13 @@ class LMUFormer(nn.Module):
         new = LMUFormerState(tuple(cs), tuple(ms), tuple(ls), csum[-1],
                              n0 + feats.shape[0])
         return logits, new
+
+    def extra_op_counts(self, x: torch.Tensor, state=None) -> dict:
+        """The LMU memory updates of a forward over ``x [T, B, F]`` (dense MACs, computed
+        outside any child module), for :func:`spiking.hardware.counting.count`."""
+        t, b = x.shape[:2]
+        return {"memory_macs_dense": len(self.w_u) * K.op_counts(
+            int(t), int(b), self.n_memory, self.order)["dense_macs"]}
 
     def op_counts(self, x: torch.Tensor) -> dict:
         """Dense MACs vs spike-driven accumulates of one forward pass over ``x [T, B, F]``.

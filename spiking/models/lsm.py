@@ -251,13 +251,30 @@ class LSM(nn.Module):
         self.input_scale = (lo + hi) / 2
         return float(self.reservoir(x).mean())
 
-    def op_counts(self, t: int, b: int, spikes: torch.Tensor | None = None) -> dict:
+    def op_counts(self, t: int, b: int, spikes: torch.Tensor | None = None, *, output=None,
+                  x: torch.Tensor | None = None) -> dict:
         """Reservoir operations of ``t`` steps x ``b`` samples (see kernels.lsm.op_counts) plus
-        the input projection (dense I x N per step) and the readout."""
+        the input projection (dense I x N per step) and the readout.
+
+        ``spikes`` (the reservoir's ``[T, B, N]``, or the ``output`` of a forward pass) gives
+        the event-driven count: each spike reads its neuron's fan-out (``recurrent_acs_event``,
+        accumulates of binary spikes). ``x`` gives the input projection's effective count
+        (non-zero inputs x their fan-out; ACs when ``x`` is binary)."""
+        if spikes is None and output is not None:
+            spikes = output[1]["reservoir"]
         out = K.op_counts((t, b, self.n), self.params(), spikes)
+        out["recurrent_macs_dense"] = out.pop("macs_dense")
+        if "synops_event" in out:
+            out["recurrent_acs_event"] = out["synops_event"]
         out["input_macs_dense"] = t * b * self.n_in * self.n
         out["input_synops"] = t * b * int((self.w_in != 0).sum())
-        out["readout_macs"] = b * self.readout.in_features * self.readout.out_features
+        if x is not None:
+            xf = x.reshape(t * b, -1)
+            fan = (self.w_in != 0).sum(1).to(torch.float64)
+            ev = int(((xf != 0).to(torch.float64) @ fan).sum())
+            binary = bool(((xf == 0) | (xf == 1)).all())
+            out["input_acs_event" if binary else "input_macs_event"] = ev
+        out["readout_macs_dense"] = b * self.readout.in_features * self.readout.out_features
         return out
 
 

@@ -183,8 +183,9 @@ class LTCNet(nn.Module):
     def op_counts(self, t: int, b: int) -> dict:
         """Dense operations (these cells have no events): the layers' kernels' counts summed,
         the sensory projection and the readout."""
-        total = {"sensory_macs": t * b * self.sensory.in_features * self.sensory.out_features,
-                 "readout_macs": b * self.readout.in_features * self.readout.out_features}
+        total = {"sensory_macs_dense": t * b * self.sensory.in_features
+                 * self.sensory.out_features,
+                 "readout_macs_dense": b * self.readout.in_features * self.readout.out_features}
         x = torch.zeros(1, 1, self.sensory.out_features)
         for layer in self.layers:
             p = layer.params(x)

@@ -97,13 +97,9 @@ class RSNN(nn.Module):
 
     @staticmethod
     def _run(layer: Recurrent, u: torch.Tensor) -> torch.Tensor:
-        # Steps over u.unbind(0): its backward is one stack, whereas indexing u[t] in a loop
-        # makes every step's backward allocate and add a full [T, B, H] gradient (O(T^2)).
-        state, out = None, []
-        for u_t in u.unbind(0):
-            s_t, state = layer.step(u_t, state)
-            out.append(s_t)
-        return torch.stack(out)
+        # Called as a module (not layer.step in a loop here) so that forward hooks, e.g. the
+        # operation counter's, see the layer; Recurrent.forward steps over u.unbind(0).
+        return layer(u)[0]
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> ClassifierOutput:
         if x.dim() != 3 or x.shape[-1] != self.input_size:

@@ -142,6 +142,14 @@ class Block(nn.Module):
         lif = getattr(self, name)
         return lif(x, st) if seq else lif.step(x, st)
 
+    def extra_op_counts(self, x: torch.Tensor, st=None, seq: bool = True) -> dict:
+        """Work of a forward outside the block's child modules, for
+        :func:`spiking.hardware.counting.count`: the WKV recurrence (``kernels.wkv.op_counts``:
+        18 elementwise operations per token and channel) as neuron operations."""
+        t, b = (x.shape[0], x.shape[1]) if seq else (1, x.shape[0])
+        c = W.op_counts(int(t), int(b), self.cfg.n_embd)
+        return {"neuron_ops": c["dense_macs"] + c["exp"] + c["elementwise"]}
+
     def forward(self, x: torch.Tensor, st: BlockState, seq: bool = True):
         """``x`` ``[T, B, C]`` (seq) or ``[B, C]`` (one step) -> ``(x, BlockState)``."""
         cfg = self.cfg

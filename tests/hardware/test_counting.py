@@ -145,3 +145,140 @@ def test_normalize_pairs_and_unknown_keys():
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="time-first"):
         count(nn.Linear(2, 2), torch.zeros(2, 2))
+
+
+# ---------------------------------------------------------------- every model in the package
+_SPIKING = {"csnn", "rsnn", "egru", "lsm", "spikegpt", "spiking-lmuformer"}
+_NO_NEURONS = {"lmu", "lmuformer"}      # real-valued memories, no neuron state to update
+
+
+def _registry_names():
+    from spiking.models.registry import available_models
+    return available_models()
+
+
+@pytest.mark.parametrize("name", _registry_names())
+def test_every_registry_model_is_counted(name):
+    from spiking.models.registry import get_model
+
+    torch.manual_seed(0)
+    shape = (2, 16, 16) if name == "csnn" else (24,)
+    m = get_model(name, input_shape=shape, n_classes=4)
+    x = 4 * (torch.rand(12, 2, *shape) < 0.4).float()   # strong drive: untrained nets spike
+    c = count(m, x)
+    tot = c.totals()
+    assert tot["dense"] > 0
+    assert 0 < tot["effective_macs"] + tot["effective_acs"] <= tot["dense"]
+    # only SpikeGPT's token embedding is unused when it classifies real-valued inputs
+    assert c.uncounted == (("lm.emb",) if name == "spikegpt" else ())
+    if name not in _NO_NEURONS:
+        assert tot["membrane_updates"] > 0 and tot["neuron_ops"] > 0
+    if name in _SPIKING:
+        assert tot["spikes"] > 0 and 0 < tot["activation_sparsity"] < 1
+    else:
+        assert tot["spikes"] == 0
+
+
+def test_egru_counts_follow_its_events():
+    from spiking.models.egru import EGRU
+
+    torch.manual_seed(0)
+    m = EGRU(12, 3, hidden=[16], threshold_init=0.05).eval()
+    x = torch.rand(5, 2, 12)                            # real-valued input: MACs
+    c = count(m, x)
+    with torch.no_grad():
+        act = m(x)[1]["egru0"]
+    h, b = 16, 2
+    dense = 5 * b * 3 * h * h + 5 * b * 3 * h * 12 + b * h * 3
+    eff = 3 * h * int(act[:-1].sum()) + 3 * h * int((x != 0).sum()) + b * h * 3
+    assert c.total("dense") == dense / b and c.total("effective_macs") == eff / b
+    assert c.total("spikes") == float(act.sum()) / b > 0
+    assert c.total("membrane_updates") == 5 * h
+
+
+def test_lsm_counts_spike_fanout_and_binary_input_as_acs():
+    from spiking.models.lsm import LSM
+
+    torch.manual_seed(0)
+    m = LSM(20, 2, 150, seed=0)
+    x = (torch.rand(10, 3, 20) < 0.3).float()
+    m.scale_to_rate(x, 0.1)
+    c = count(m, x)
+    s = m.reservoir(x)
+    fan = (m.indptr[1:] - m.indptr[:-1]).double()
+    rec = float((s.double().sum((0, 1)) * fan).sum())
+    inp = float(((x.reshape(30, 20) != 0).double() @ (m.w_in != 0).sum(1).double()).sum())
+    assert c.total("effective_acs") == (rec + inp) / 3
+    assert c.total("spikes") == float(s.sum()) / 3
+    readout = m.readout.in_features * m.readout.out_features
+    assert c.total("dense") == (10 * 3 * (150 * 150 + 20 * 150) + 3 * readout) / 3
+
+
+def test_lmuformer_counts_memory_convs_and_lifs():
+    from spiking.kernels import lmu as KL
+    from spiking.models.lmuformer import LMUFormer
+
+    torch.manual_seed(0)
+    m = LMUFormer(6, 3, dim=8, order=4, spiking=True)
+    x = (torch.rand(7, 2, 6) < 0.5).float()               # binary spikes: ACs
+    c = count(m, x)
+    layers = {layer.name: layer for layer in c.layers}
+    assert layers["LMUFormer"].dense == KL.op_counts(7, 2, 8, 4)["dense_macs"] / 2
+    conv = layers["convs.0"]
+    assert conv.dense == 7 * 3 * 6 * 8                  # T outputs x k taps x C_in x C_out
+    # an input at step s reaches the causal outputs s .. s + k - 1 that exist (< T)
+    taps = sum(float((x[s] != 0).sum()) * min(3, 7 - s) for s in range(7))
+    assert conv.effective_acs == taps * 8 / 2 and conv.effective_macs == 0
+    lifs = [layer for layer in c.layers if layer.kind == "LIF"]
+    assert len(lifs) == len(m.acts) and all(layer.membrane_updates_dense > 0 for layer in lifs)
+    assert c.uncounted == ()
+
+
+def test_spikegpt_language_model_on_tokens():
+    from spiking.kernels import wkv as KW
+    from spiking.models import spikegpt as S
+
+    torch.manual_seed(0)
+    lm = S.build("tiny", vocab_size=11)
+    idx = torch.randint(0, 11, (9, 2))
+    c = count(lm, idx)
+    layers = {layer.name: layer for layer in c.layers}
+    cdim = lm.cfg.n_embd
+    w = KW.op_counts(9, 2, cdim)
+    assert layers["blocks.0"].neuron_ops == (w["dense_macs"] + w["exp"] + w["elementwise"]) / 2
+    assert layers["blocks.0.key"].dense == 9 * cdim * cdim
+    hid = lm.blocks[0]._last["hid"]                     # the counted run's hidden spikes
+    assert layers["blocks.0.lif_hid"].spikes == float((hid != 0).sum()) / 2
+    assert layers["blocks.0.ffn_value"].effective_acs == float((hid != 0).sum()) * cdim / 2
+    assert c.uncounted == ()
+    with pytest.raises(ValueError, match="integer tokens"):
+        count(lm, idx.float())
+
+
+def test_rsnn_recurrent_layers_are_counted():
+    from spiking.models.rsnn import RSNN
+
+    torch.manual_seed(0)
+    m = RSNN(10, 3, hidden=(8,))
+    x = 3 * (torch.rand(6, 2, 10) < 0.5).float()
+    c = count(m, x)
+    layers = {layer.name: layer for layer in c.layers}
+    rec = layers["layers.0"]
+    assert rec.dense == 6 * 8 * 8 and rec.membrane_updates_dense == 6 * 8
+    assert "layers.0" not in c.uncounted
+
+
+def test_cfc_updates_every_unit_every_step():
+    from spiking.models.registry import get_model
+
+    m = get_model("cfc", input_shape=(5,), n_classes=2)
+    c = count(m, torch.randn(4, 3, 5))
+    hidden = sum(layer.units for layer in m.layers)
+    assert c.total("membrane_updates") == 4 * hidden
+
+
+def test_normalize_acs_event_pairs():
+    d = normalize_op_counts({"input_macs_dense": 80, "input_acs_event": 12,
+                             "readout_macs_dense": 6, "events": 3})
+    assert d["dense"] == 86 and d["effective_acs"] == 12 and d["effective_macs"] == 6
+    assert d["spikes"] == 3

@@ -160,7 +160,9 @@ def test_scale_to_rate_and_op_counts():
     c = m.op_counts(20, 4, s)
     fan = (m.indptr[1:] - m.indptr[:-1]).double()
     assert c["synops_event"] == int((s.double().sum((0, 1)) * fan).sum())
-    assert c["macs_dense"] == 20 * 4 * 150 * 150 and c["synops_event"] < c["synops_dense"]
+    assert c["recurrent_macs_dense"] == 20 * 4 * 150 * 150
+    assert c["synops_event"] < c["synops_dense"]
+    assert c["recurrent_acs_event"] == c["synops_event"]
 
 
 def test_ridge_readout_learns_nmnist_digits(shared_data):
