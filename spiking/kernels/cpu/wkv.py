@@ -51,6 +51,7 @@ import torch
 from spiking.kernels import wkv as K
 
 _JIT: dict = {}
+_BLOCK = 64     # (batch, channel) columns per thread task: 64 float64 states fit in L1
 
 
 def _kernels():
@@ -58,63 +59,88 @@ def _kernels():
         return _JIT["fwd"], _JIT["bwd"]
     import numba
 
+    # Each thread owns a block of _BLOCK adjacent (batch, channel) columns and walks T with
+    # the block as the inner loop: every step reads and writes contiguous memory. Of the two
+    # exponentials of a running-max rescale, one is exp(0) = 1: one exp(-|d|) and a select.
+
     @numba.njit(parallel=True, fastmath=False, cache=False)
     def fwd(w, u, k, v, a0, b0, p0, y, sa, sb, sp, af, bf, pf):
         n_t, n_bc = k.shape
         n_c = w.shape[0]
-        for j in numba.prange(n_bc):
-            c = j % n_c
-            wc, uc = np.float64(w[c]), np.float64(u[c])
-            a, b, p = np.float64(a0[j]), np.float64(b0[j]), np.float64(p0[j])
+        for blk in numba.prange((n_bc + _BLOCK - 1) // _BLOCK):
+            j0 = blk * _BLOCK
+            m = min(n_bc, j0 + _BLOCK) - j0
+            sa_, sb_, sp_ = np.empty(m), np.empty(m), np.empty(m)
+            ws, us = np.empty(m), np.empty(m)
+            for i in range(m):
+                j = j0 + i
+                sa_[i], sb_[i], sp_[i] = a0[j], b0[j], p0[j]
+                ws[i], us[i] = w[j % n_c], u[j % n_c]
             for t in range(n_t):
-                sa[t, j] = a
-                sb[t, j] = b
-                sp[t, j] = p
-                kt, vt = np.float64(k[t, j]), np.float64(v[t, j])
-                ww = uc + kt
-                q = max(p, ww)
-                e1 = math.exp(p - q)
-                e2 = math.exp(ww - q)
-                y[t, j] = (e1 * a + e2 * vt) / (e1 * b + e2)
-                ww = p - wc
-                q = max(ww, kt)
-                e1 = math.exp(ww - q)
-                e2 = math.exp(kt - q)
-                a = e1 * a + e2 * vt
-                b = e1 * b + e2
-                p = q
-            af[j], bf[j], pf[j] = a, b, p
+                for i in range(m):
+                    j = j0 + i
+                    a, b, p = sa_[i], sb_[i], sp_[i]
+                    sa[t, j] = a
+                    sb[t, j] = b
+                    sp[t, j] = p
+                    kt, vt = np.float64(k[t, j]), np.float64(v[t, j])
+                    d = p - (us[i] + kt)                  # output stage: max(p, u + k)
+                    e = math.exp(-abs(d))
+                    if d >= 0:
+                        y[t, j] = (a + e * vt) / (b + e)
+                    else:
+                        y[t, j] = (e * a + vt) / (e * b + 1.0)
+                    d = p - ws[i] - kt                    # state update: max(p - w, k)
+                    e = math.exp(-abs(d))
+                    if d >= 0:
+                        sa_[i], sb_[i], sp_[i] = a + e * vt, b + e, p - ws[i]
+                    else:
+                        sa_[i], sb_[i], sp_[i] = e * a + vt, e * b + 1.0, kt
+            for i in range(m):
+                j = j0 + i
+                af[j], bf[j], pf[j] = sa_[i], sb_[i], sp_[i]
 
     @numba.njit(parallel=True, fastmath=False, cache=False)
     def bwd(w, u, k, v, y, sa, sb, sp, gy, gk, gv, gw, gu):
         n_t, n_bc = k.shape
         n_c = w.shape[0]
-        for j in numba.prange(n_bc):
-            c = j % n_c
-            wc, uc = np.float64(w[c]), np.float64(u[c])
-            al, be, q = 0.0, 0.0, -1e38
-            dw, du = 0.0, 0.0
+        for blk in numba.prange((n_bc + _BLOCK - 1) // _BLOCK):
+            j0 = blk * _BLOCK
+            m = min(n_bc, j0 + _BLOCK) - j0
+            als, bes, qs = np.zeros(m), np.zeros(m), np.full(m, -1e38)
+            dws, dus = np.zeros(m), np.zeros(m)
+            ws, us = np.empty(m), np.empty(m)
+            for i in range(m):
+                ws[i], us[i] = w[(j0 + i) % n_c], u[(j0 + i) % n_c]
             for t in range(n_t - 1, -1, -1):
-                kt, vt, yt = np.float64(k[t, j]), np.float64(v[t, j]), np.float64(y[t, j])
-                p, sat, sbt = np.float64(sp[t, j]), np.float64(sa[t, j]), np.float64(sb[t, j])
-                ww = uc + kt
-                big = max(p, ww)
-                e1 = math.exp(p - big)
-                e2 = math.exp(ww - big)
-                r = gy[t, j] / (e1 * sbt + e2)
-                ek = math.exp(kt + q)
-                gv[t, j] = r * e2 + ek * al
-                gk[t, j] = r * e2 * (vt - yt) + ek * (vt * al + be)
-                du += r * e2 * (vt - yt)
-                dw -= math.exp(p + q - wc) * (sat * al + sbt * be)
-                qn = max(q - wc, -big)
-                f1 = math.exp(q - wc - qn)
-                f2 = math.exp(-big - qn)
-                al = f1 * al + f2 * r
-                be = f1 * be - f2 * r * yt
-                q = qn
-            gw[j] = dw
-            gu[j] = du
+                for i in range(m):
+                    j = j0 + i
+                    wc, al, be, q = ws[i], als[i], bes[i], qs[i]
+                    kt, vt, yt = np.float64(k[t, j]), np.float64(v[t, j]), np.float64(y[t, j])
+                    p, sat, sbt = np.float64(sp[t, j]), np.float64(sa[t, j]), np.float64(sb[t, j])
+                    d = p - (us[i] + kt)                  # big = max(p, u + k)
+                    e = math.exp(-abs(d))
+                    if d >= 0:
+                        big, e1, e2 = p, 1.0, e
+                    else:
+                        big, e1, e2 = us[i] + kt, e, 1.0
+                    r = gy[t, j] / (e1 * sbt + e2)
+                    ek = math.exp(kt + q)
+                    gv[t, j] = r * e2 + ek * al
+                    gk[t, j] = r * e2 * (vt - yt) + ek * (vt * al + be)
+                    dus[i] += r * e2 * (vt - yt)
+                    dws[i] -= math.exp(p + q - wc) * (sat * al + sbt * be)
+                    d = q - wc + big                      # q' = max(q - w, -big)
+                    e = math.exp(-abs(d))
+                    if d >= 0:
+                        f1, f2, qs[i] = 1.0, e, q - wc
+                    else:
+                        f1, f2, qs[i] = e, 1.0, -big
+                    als[i] = f1 * al + f2 * r
+                    bes[i] = f1 * be - f2 * r * yt
+            for i in range(m):
+                gw[j0 + i] = dws[i]
+                gu[j0 + i] = dus[i]
 
     _JIT["fwd"], _JIT["bwd"] = fwd, bwd
     return fwd, bwd
