@@ -85,3 +85,17 @@ def test_input_pool_sums_neighbouring_channels():
     torch.testing.assert_close(pooled(x)[0], plain(summed)[0])
     with pytest.raises(ValueError, match="divide input_size"):
         RSNN(20, 4, input_pool=3)
+
+
+def test_input_batchnorm_wakes_a_silent_network():
+    torch.manual_seed(0)
+    x = (torch.rand(30, 8, 50) < 0.03).float()          # sparse input: plain init stays silent
+    quiet = RSNN(50, 3, hidden=(32,)).train()
+    normed = RSNN(50, 3, hidden=(32,), input_norm="batchnorm").train()
+    normed.load_state_dict(quiet.state_dict(), strict=False)
+    s_quiet = quiet(x)[1]["rec1"].sum()
+    s_normed = normed(x)[1]["rec1"].sum()
+    assert s_normed > 10 * max(float(s_quiet), 1.0)
+    assert len(normed.norms) == 1 and len(quiet.norms) == 0
+    with pytest.raises(ValueError, match="input_norm"):
+        RSNN(50, 3, input_norm="layer")
