@@ -159,6 +159,44 @@ def _fwd(x, v0, i0, a0, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay,
                 aT[j0 + jj] = ab[jj]
 
 
+# Plain LIF (no synapse, no adaptation, no reset delay), no trajectory recorded: the same
+# arithmetic as _fwd in the same order (bitwise equal results), with only the three rows a step
+# needs (x in; h and s out) so that the inner loop vectorises without runtime alias checks over
+# the absent variables' rows. Measured ~3x faster than _fwd on the benchmark shape.
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _fwd_plain(x, v0, am, th, g, vl, vr, reset, out, vT, h_st, one, zero):
+    T, M = x.shape
+    keep_h = reset == 2
+    sub = reset == 0
+    for b in numba.prange((M + BLOCK - 1) // BLOCK):
+        j0 = b * BLOCK
+        n = min(BLOCK, M - j0)
+        p_am, p_th, p_g = np.empty(n, x.dtype), np.empty(n, x.dtype), np.empty(n, x.dtype)
+        p_vr, c_leak, vb = np.empty(n, x.dtype), np.empty(n, x.dtype), np.empty(n, x.dtype)
+        for jj in range(n):
+            j = j0 + jj
+            p_am[jj] = am[j % am.shape[0]]
+            p_th[jj] = th[j % th.shape[0]]
+            p_g[jj] = g[j % g.shape[0]]
+            p_vr[jj] = vr[j % vr.shape[0]]
+            c_leak[jj] = (one - p_am[jj]) * vl[j % vl.shape[0]]
+            vb[jj] = v0[j]
+        for t in range(T):
+            xr = x[t, j0:j0 + n]
+            hr = h_st[t, j0:j0 + n]
+            orow = out[t, j0:j0 + n]
+            for jj in range(n):
+                h = p_am[jj] * vb[jj] + c_leak[jj] + p_g[jj] * xr[jj]
+                hr[jj] = h
+                s = one if h - p_th[jj] > zero else zero
+                v_sub = h - p_th[jj] * s
+                v_zero = h * (one - s) + p_vr[jj] * s
+                vb[jj] = h if keep_h else (v_sub if sub else v_zero)
+                orow[jj] = s
+        for jj in range(n):
+            vT[j0 + jj] = vb[jj]
+
+
 # ---- backward ---------------------------------------------------------------------------------
 # Surrogate derivatives g(z) as scalar functions (kernel_id of spiking/surrogate.py: 0 .. 4); the
 # constants k1, k2 come from spiking.kernels.fused.surrogate_consts.
@@ -569,6 +607,10 @@ def forward_kernel(x, v0, i0, a0, params, cfg, sur_alpha, record):
                                                                            (T, M))
     one, zero = _scalars(dt)
     p = [_np(q, dt, 1) for q in params]
+    if not (syn or ada or cfg[3] or record):
+        _fwd_plain(_np(x, dt, 2), _np(v0, dt, 1), p[0], p[1], p[5], p[6], p[7], cfg[2],
+                   out.numpy(), vT.numpy(), h.numpy(), one, zero)
+        return out, vT, iT, aT, h, i_st, a_st, v_tr, i_tr, a_tr
     _fwd(_np(x, dt, 2), _np(v0, dt, 1), _np(i0, dt, 1), _np(a0, dt, 1), *p, syn, ada, cfg[2],
          bool(cfg[3]), bool(cfg[4]), bool(record), out.numpy(), vT.numpy(), _np(iT, dt, 1),
          _np(aT, dt, 1), h.numpy(), _np(i_st, dt, 2), _np(a_st, dt, 2), _np(v_tr, dt, 2),
