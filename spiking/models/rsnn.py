@@ -33,6 +33,7 @@ from spiking.models.readout import ClassifierOutput, Readout
 from spiking.models.recurrent import Recurrent
 from spiking.models.registry import register_model
 from spiking.neurons import ALIF
+from spiking.sequential import Sequential
 
 RECIPE = {
     "n_time_bins": 100, "epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4,
@@ -103,6 +104,40 @@ class RSNN(nn.Module):
             nn.init.orthogonal_(layer.recurrent.weight, gain=0.5)
             with torch.no_grad():
                 layer.recurrent.weight.mul_(layer._autapse_mask)
+
+    @torch.no_grad()
+    def to_sequential(self) -> Sequential:
+        """The network as a :class:`spiking.Sequential` for the NIR export and the
+        SpiNNaker-like mapping (:mod:`spiking.hardware`), which take layer stacks::
+
+            Linear, Recurrent(ALIF), ..., Linear (readout.fc), readout neuron
+
+        The recurrent layers and the readout are this model's own modules; each input Linear
+        is a new one with the channel pooling and the batch normalisation folded in (as
+        ``self.eval()`` computes them): ``input_pool`` sums groups of channels, so the pooled
+        weights are repeated over each group's channels; an eval-mode BatchNorm ``(u - mean)
+        / sqrt(var + eps) * gamma + beta`` is an affine map per output, so it scales the rows
+        ``W * s`` and shifts the bias ``(b - mean) * s + beta`` with ``s = gamma / sqrt(var +
+        eps)`` (equal up to rounding). As with ``CSNN.to_sequential``, the output is the
+        readout neuron's output ``[T, B, classes]`` (the logits are its reduction over time,
+        ``self.readout``'s post-processing), dropout (identity in eval mode) is left out and
+        padded steps are not masked.
+        """
+        layers: list[nn.Module] = []
+        for k, (proj, layer) in enumerate(zip(self.inputs, self.layers)):
+            w, b = proj.weight.detach().clone(), proj.bias.detach().clone()
+            if k == 0 and self.input_pool > 1:
+                w = w.repeat_interleave(self.input_pool, dim=1)
+            if len(self.norms):
+                bn = self.norms[k]
+                s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+                w = w * s[:, None]
+                b = (b - bn.running_mean) * s + bn.bias.detach()
+            lin = nn.Linear(w.shape[1], w.shape[0]).to(w)
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+            layers += [lin, layer]
+        return Sequential(*layers, self.readout.fc, self.readout.neuron)
 
     @staticmethod
     def _run(layer: Recurrent, u: torch.Tensor) -> torch.Tensor:
