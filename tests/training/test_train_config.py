@@ -91,3 +91,18 @@ def test_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "--epochs", "40", "--lr", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--epochs" in err and "--lr" in err and "stored configuration" in err
+
+
+@pytest.mark.parametrize("name", sorted(C.RECIPES))
+def test_every_documented_recipe_is_a_valid_config_and_builds_its_model(name):
+    from spiking.models.registry import get_model
+
+    r = C.recipe(name)
+    assert r, f"{name} has no RECIPE"
+    cfg = C.Config.from_dict({"model": name, **r})        # unknown keys would raise
+    shape = (2, 34, 34) if name == "csnn" else (700,)
+    m = get_model(name, input_shape=shape, n_classes=10, **cfg.model_args)
+    x = torch.zeros(3, 2, *shape)
+    out = m(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    assert logits.shape == (2, 10)
