@@ -229,8 +229,7 @@ def crossbar_sweep(args):
 
     from spiking.hardware import memristive_lsm as M
 
-    root = Path(os.environ.get("SPIKING_DATA", Path(__file__).resolve().parents[1].parent
-                               / "shared" / "data")) / "nmnist-subset"
+    root = _data_root() / "nmnist-subset"
     print(f"machine: {platform.processor() or platform.machine()}, torch threads "
           f"{torch.get_num_threads()}, data {root}")
     t0 = time.perf_counter()

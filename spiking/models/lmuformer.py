@@ -229,8 +229,7 @@ class LMUFormer(nn.Module):
                         * fan_out
                 else:
                     dense += full
-        t_, b_ = x.shape[:2]
-        mem = K.op_counts(t_, b_, self.n_memory, self.order)["dense_macs"] * len(self.w_u)
+        mem = self.extra_op_counts(x)["memory_macs_dense"]
         return {"dense_macs": dense + mem, "spike_acs": acs,
                 "dense_equivalent_macs": equiv + mem, "flops": 2 * (equiv + mem),
                 "ratio": (equiv + mem) / max(dense + mem + acs, 1),
