@@ -97,8 +97,23 @@ def _load(kernel: str, backend: str) -> Callable:
     fn = _LOADED.get(key)
     if fn is None:
         mod, name = _FUSED[key].split(":")
-        fn = _LOADED[key] = getattr(importlib.import_module(mod), name)
+        fn = getattr(importlib.import_module(mod), name)
+        if backend == "cpu":
+            fn = _with_torch_threads(fn)
+        _LOADED[key] = fn
     return fn
+
+
+def _with_torch_threads(fn: Callable) -> Callable:
+    """`fn` with numba's thread count matched to torch's before each call."""
+    from spiking.kernels.cpu import match_torch_threads
+
+    def run(*args, **kwargs):
+        match_torch_threads()
+        return fn(*args, **kwargs)
+
+    run.__wrapped__ = fn
+    return run
 
 
 def select(kernel: str, backend: str, x: torch.Tensor, reference: Callable,

@@ -210,6 +210,30 @@ def test_auto_uses_fused_cpu():
     assert CPU.CALLS["fwd"] == before + 1
 
 
+def test_fused_cpu_kernels_use_torchs_thread_count():
+    """numba ignores OMP_NUM_THREADS / torch.set_num_threads; the fused entry points (forward
+    and the backward op) must follow torch, or side-by-side 1-thread jobs oversubscribe."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        x = torch.rand(5, 2, 300, requires_grad=True)
+        out, _ = spiking.LIF()(x)
+        assert numba.get_num_threads() == 1
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        out.sum().backward()
+        assert numba.get_num_threads() == 1
+        torch.set_num_threads(2)
+        spiking.LIF()(x)
+        assert numba.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 def test_opcheck_and_torch_compile():
     x, state, p, _ = make_case("alif_syn", per_neuron=True, dtype=torch.float32,
                                shape=(6, 2, 40))
