@@ -117,6 +117,28 @@ def test_cpu_other_surrogates(name):
 
 
 @pytest.mark.skipif(not CPU_OK, reason="numba is not available")
+def test_cpu_vectorised_float32_sigmoid_accuracy():
+    """The float32 forward's polynomial-exp sigmoid against float64 torch.sigmoid, over the
+    whole range (clamped tails, underflow side, both signs)."""
+    import numpy as np
+
+    from spiking.kernels.cpu import egru as C
+
+    x = torch.cat([torch.linspace(-120, 120, 4001), torch.randn(3000) * 8,
+                   torch.tensor([0.0, -0.0, 87.0, -87.0, 88.5, -88.5, 1e-8, -1e-8])]).float()
+    n = x.numel()
+    out = np.empty(n, np.float32)
+    C._sigmoid_rows(x.numpy(), n, out, np.empty(n, np.float32), np.empty(n, np.int32))
+    want = torch.sigmoid(x.double())
+    got = torch.from_numpy(out).double()
+    assert (got - want).abs().max() < 1.2e-7
+    normal = want > 1e-30
+    rel = ((got - want).abs() / want)[normal].max()
+    print(f"max relative error {rel:.2e}")
+    assert rel < 4 * 2.0 ** -24 * 2  # a few float32 ulps
+
+
+@pytest.mark.skipif(not CPU_OK, reason="numba is not available")
 def test_cpu_outputs_fully_written_and_zero_length():
     from spiking.kernels.cpu import egru as C
 
