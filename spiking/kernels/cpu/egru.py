@@ -230,119 +230,134 @@ def _fwd32(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
                     na += 1
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FM)
-def _bwd(gy_out, gc_out, rt, rw, thr, c0, y0, c_st, y_st, u_st, r_st, z_st, sid, k1, k2, damp,
-         dwx, drt_parts, dthr_parts, dc0, dy0):
-    T, B, H = gy_out.shape
-    one = gy_out.dtype.type(1.0)
-    zero = gy_out.dtype.type(0.0)
-    nchunk = drt_parts.shape[0]
-    for ch in numba.prange(nchunk):
-        b0 = ch * B // nchunk
-        nb = (ch + 1) * B // nchunk - b0
-        drt = drt_parts[ch]
-        dthr = dthr_parts[ch]
-        dt = gy_out.dtype
-        dc = np.zeros((nb, H), dt)
-        dcur = np.empty((nb, H), dt)
-        grec = np.zeros((nb, H), dt)
-        dau = np.empty((nb, H), dt)
-        daz = np.empty((nb, H), dt)
-        dar = np.empty((nb, H), dt)
-        q = np.empty((nb, H), dt)
-        gr = np.empty((nb, H), dt)
-        ins = np.empty((nb, H), np.bool_)
-        act = np.empty((nb, H), np.int64)
-        na = np.empty(nb, np.int64)
-        for t in range(T - 1, -1, -1):
-            yp = y0[b0:b0 + nb] if t == 0 else y_st[t - 1, b0:b0 + nb]
-            cp = c0[b0:b0 + nb] if t == 0 else c_st[t - 1, b0:b0 + nb]
-            for bb in range(nb):
-                b = b0 + bb
-                for i in range(H):
-                    c = c_st[t, b, i]
-                    d = c - thr[i]
-                    hp = damp * surrogate_grad(d, sid, k1, k2, one, zero)
-                    e = one if d > zero else zero
-                    g = gy_out[t, b, i] + grec[bb, i]
-                    dci = dc[bb, i] + gc_out[t, b, i] + g * (e + c * hp)
-                    dthr[i] -= g * c * hp
-                    u = u_st[t, b, i]
-                    z = z_st[t, b, i]
-                    dau[bb, i] = dci * (z - cp[bb, i]) * u * (one - u)
-                    daz[bb, i] = dci * u * (one - z * z)
-                    dar[bb, i] = zero
-                    dcur[bb, i] = dci
-                    dc[bb, i] = dci * (one - u)
-                # events at t-1 and the backward support S[t-1] (every unit at t = 0)
-                n = 0
-                for j in range(H):
-                    if yp[bb, j] != zero:
-                        act[bb, n] = j
-                        n += 1
+_BWD: dict = {}
+
+
+def _bwd_for(sid: int):
+    """The backward kernel for surrogate ``sid``, a compile-time constant (a closure, as in
+    :func:`spiking.kernels.cpu.lif_backward._plain_kernel_for`): the surrogate's branch is
+    folded away so the elementwise loops vectorise; only surrogates in use get compiled."""
+    if sid in _BWD:
+        return _BWD[sid]
+
+    @numba.njit(parallel=True, cache=True, fastmath=_FM, error_model="numpy")
+    def _bwd(gy_out, gc_out, rt, rw, thr, c0, y0, c_st, y_st, u_st, r_st, z_st, k1, k2, damp,
+             dwx, drt_parts, dthr_parts, dc0, dy0):
+        T, B, H = gy_out.shape
+        one = gy_out.dtype.type(1.0)
+        zero = gy_out.dtype.type(0.0)
+        nchunk = drt_parts.shape[0]
+        for ch in numba.prange(nchunk):
+            b0 = ch * B // nchunk
+            nb = (ch + 1) * B // nchunk - b0
+            drt = drt_parts[ch]
+            dthr = dthr_parts[ch]
+            dt = gy_out.dtype
+            dc = np.zeros((nb, H), dt)
+            dcur = np.empty((nb, H), dt)
+            grec = np.zeros((nb, H), dt)
+            dau = np.empty((nb, H), dt)
+            daz = np.empty((nb, H), dt)
+            dar = np.empty((nb, H), dt)
+            q = np.empty((nb, H), dt)
+            gr = np.empty((nb, H), dt)
+            ins = np.empty((nb, H), np.bool_)
+            act = np.empty((nb, H), np.int64)
+            na = np.empty(nb, np.int64)
+            for t in range(T - 1, -1, -1):
+                yp = y0[b0:b0 + nb] if t == 0 else y_st[t - 1, b0:b0 + nb]
+                cp = c0[b0:b0 + nb] if t == 0 else c_st[t - 1, b0:b0 + nb]
+                for bb in range(nb):
+                    b = b0 + bb
+                    for i in range(H):
+                        c = c_st[t, b, i]
+                        d = c - thr[i]
+                        hp = damp * surrogate_grad(d, sid, k1, k2, one, zero)
+                        e = one if d > zero else zero
+                        g = gy_out[t, b, i] + grec[bb, i]
+                        dci = dc[bb, i] + gc_out[t, b, i] + g * (e + c * hp)
+                        dthr[i] -= g * c * hp
+                        u = u_st[t, b, i]
+                        z = z_st[t, b, i]
+                        dau[bb, i] = dci * (z - cp[bb, i]) * u * (one - u)
+                        daz[bb, i] = dci * u * (one - z * z)
+                        dar[bb, i] = zero
+                        dcur[bb, i] = dci
+                        dc[bb, i] = dci * (one - u)
+                    # events at t-1 and the backward support S[t-1] (every unit at t = 0)
+                    n = 0
+                    for j in range(H):
+                        if yp[bb, j] != zero:
+                            act[bb, n] = j
+                            n += 1
+                    na[bb] = n
                     if t == 0:
-                        ins[bb, j] = True
+                        for j in range(H):
+                            ins[bb, j] = True
                     else:
-                        d = cp[bb, j] - thr[j]
-                        ins[bb, j] = d > zero or surrogate_grad(d, sid, k1, k2, one, zero) != zero
-                na[bb] = n
-            # q_j = (R_z^T da_z)_j and the reset-gate adjoint, on events only
-            for j in range(H):
+                        for j in range(H):
+                            d = cp[bb, j] - thr[j]
+                            ins[bb, j] = d > zero or surrogate_grad(d, sid, k1, k2, one, zero) != zero
+                # q_j = (R_z^T da_z)_j and the reset-gate adjoint, on events only
+                for j in range(H):
+                    for bb in range(nb):
+                        yj = yp[bb, j]
+                        if yj != zero:
+                            s = zero
+                            for i in range(H):
+                                s += rt[j, 2 * H + i] * daz[bb, i]
+                            q[bb, j] = s
+                            r = r_st[t, b0 + bb, j]
+                            dar[bb, j] = s * yj * r * (one - r)
+                # gr = R_r^T da_r, non-zero da_r on events only: axpy over rows j of R_r (rw = R)
                 for bb in range(nb):
-                    yj = yp[bb, j]
-                    if yj != zero:
-                        s = zero
-                        for i in range(H):
-                            s += rt[j, 2 * H + i] * daz[bb, i]
-                        q[bb, j] = s
-                        r = r_st[t, b0 + bb, j]
-                        dar[bb, j] = s * yj * r * (one - r)
-            # gr = R_r^T da_r, non-zero da_r on events only: axpy over rows j of R_r (rw = R)
-            for bb in range(nb):
-                for k in range(H):
-                    gr[bb, k] = zero
-                for a in range(na[bb]):
-                    j = act[bb, a]
-                    d = dar[bb, j]
                     for k in range(H):
-                        gr[bb, k] += rw[H + j, k] * d
-            # dL/dy[t-1] on the support only (sparse BPTT); row k of RT reused over the chunk
-            for k in range(H):
-                for bb in range(nb):
-                    if not ins[bb, k]:
-                        grec[bb, k] = zero
-                        continue
-                    s1 = zero
-                    for i in range(H):
-                        s1 += rt[k, i] * dau[bb, i]
-                    if yp[bb, k] != zero:
-                        s2 = q[bb, k]
-                    else:
-                        s2 = zero
+                        gr[bb, k] = zero
+                    for a in range(na[bb]):
+                        j = act[bb, a]
+                        d = dar[bb, j]
+                        for k in range(H):
+                            gr[bb, k] += rw[H + j, k] * d
+                # dL/dy[t-1] on the support only (sparse BPTT); row k of RT reused over the chunk
+                for k in range(H):
+                    for bb in range(nb):
+                        if not ins[bb, k]:
+                            grec[bb, k] = zero
+                            continue
+                        s1 = zero
                         for i in range(H):
-                            s2 += rt[k, 2 * H + i] * daz[bb, i]
-                    grec[bb, k] = s1 + r_st[t, b0 + bb, k] * s2 + gr[bb, k] - dcur[bb, k]
+                            s1 += rt[k, i] * dau[bb, i]
+                        if yp[bb, k] != zero:
+                            s2 = q[bb, k]
+                        else:
+                            s2 = zero
+                            for i in range(H):
+                                s2 += rt[k, 2 * H + i] * daz[bb, i]
+                        grec[bb, k] = s1 + r_st[t, b0 + bb, k] * s2 + gr[bb, k] - dcur[bb, k]
+                for bb in range(nb):
+                    b = b0 + bb
+                    for i in range(H):
+                        dwx[t, b, i] = dau[bb, i]
+                        dwx[t, b, H + i] = dar[bb, i]
+                        dwx[t, b, 2 * H + i] = daz[bb, i]
+                    for a in range(na[bb]):
+                        j = act[bb, a]
+                        yj = yp[bb, j]
+                        ryj = r_st[t, b, j] * yj
+                        for i in range(H):
+                            drt[j, i] += dau[bb, i] * yj
+                        for i in range(H):
+                            drt[j, 2 * H + i] += daz[bb, i] * ryj
+                        for a2 in range(na[bb]):
+                            i = act[bb, a2]
+                            drt[j, H + i] += dar[bb, i] * yj
             for bb in range(nb):
-                b = b0 + bb
                 for i in range(H):
-                    dwx[t, b, i] = dau[bb, i]
-                    dwx[t, b, H + i] = dar[bb, i]
-                    dwx[t, b, 2 * H + i] = daz[bb, i]
-                for a in range(na[bb]):
-                    j = act[bb, a]
-                    yj = yp[bb, j]
-                    ryj = r_st[t, b, j] * yj
-                    for i in range(H):
-                        drt[j, i] += dau[bb, i] * yj
-                    for i in range(H):
-                        drt[j, 2 * H + i] += daz[bb, i] * ryj
-                    for a2 in range(na[bb]):
-                        i = act[bb, a2]
-                        drt[j, H + i] += dar[bb, i] * yj
-        for bb in range(nb):
-            for i in range(H):
-                dc0[b0 + bb, i] = dc[bb, i]
-                dy0[b0 + bb, i] = grec[bb, i]
+                    dc0[b0 + bb, i] = dc[bb, i]
+                    dy0[b0 + bb, i] = grec[bb, i]
+
+    _BWD[sid] = _bwd
+    return _bwd
 
 
 def _chunks(b: int) -> int:
@@ -389,10 +404,10 @@ class _EGRUFunction(torch.autograd.Function):
         dc0, dy0 = torch.empty((b, h), dtype=dt), torch.empty((b, h), dtype=dt)
         cast = np.dtype(str(dt).replace("torch.", "")).type
         rw = rt.t().contiguous()
-        _bwd(gy.numpy(), gc.numpy(), rt.numpy(), rw.numpy(), thr.numpy(), c0.numpy(), y0.numpy(),
-             c_st.numpy(), y_st.numpy(), u_st.numpy(), r_st.numpy(), z_st.numpy(), sid,
-             cast(k1), cast(k2), cast(damp), dwx.numpy(), drt.numpy(), dthr.numpy(),
-             dc0.numpy(), dy0.numpy())
+        _bwd_for(sid)(gy.numpy(), gc.numpy(), rt.numpy(), rw.numpy(), thr.numpy(), c0.numpy(),
+                      y0.numpy(), c_st.numpy(), y_st.numpy(), u_st.numpy(), r_st.numpy(),
+                      z_st.numpy(), cast(k1), cast(k2), cast(damp), dwx.numpy(), drt.numpy(),
+                      dthr.numpy(), dc0.numpy(), dy0.numpy())
         CALLS["bwd"] += 1
         dw = drt.sum(0).t().to(w_dtype)
         return dwx, dw, dthr.sum(0).to(thr_dtype), dc0, dy0, None, None, None, None
