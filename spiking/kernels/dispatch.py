@@ -99,12 +99,12 @@ def _load(kernel: str, backend: str) -> Callable:
         mod, name = _FUSED[key].split(":")
         fn = getattr(importlib.import_module(mod), name)
         if backend == "cpu":
-            fn = _with_torch_threads(fn)
+            fn = with_torch_threads(fn)
         _LOADED[key] = fn
     return fn
 
 
-def _with_torch_threads(fn: Callable) -> Callable:
+def with_torch_threads(fn: Callable) -> Callable:
     """`fn` with numba's thread count matched to torch's before each call."""
     from spiking.kernels.cpu import match_torch_threads
 

@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from spiking.kernels.dispatch import BackendUnavailable, _with_torch_threads
+from spiking.kernels.dispatch import BackendUnavailable, with_torch_threads
 
 LIF_PARAMS = ("alpha_mem", "threshold", "alpha_syn", "alpha_adapt", "adapt_jump", "gain",
               "v_leak", "v_reset")
@@ -66,7 +66,7 @@ def alloc(shape, dtype: torch.dtype, device) -> Tensor:
 
 def register_kernel(op: str, device_type: str, fn: Callable) -> None:
     if device_type == "cpu":
-        fn = _with_torch_threads(fn)
+        fn = with_torch_threads(fn)
     KERNELS[(op, device_type)] = fn
 
 
