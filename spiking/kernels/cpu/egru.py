@@ -72,6 +72,17 @@ def _sigmoid(x, one):
     return one / (one + math.exp(-x))
 
 
+@numba.njit(cache=True, inline="always")
+def _events(y, act, zero):
+    """Write the indices of the non-zero entries of ``y`` to ``act``; return their number."""
+    n = 0
+    for j in range(y.shape[0]):
+        if y[j] != zero:
+            act[n] = j
+            n += 1
+    return n
+
+
 @numba.njit(parallel=True, cache=True, fastmath=_FM, error_model="numpy")
 def _fwd(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
     T, B, H3 = wx.shape
@@ -82,11 +93,7 @@ def _fwd(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
     for b in numba.prange(B):
         act = np.empty(H, np.int64)
         acc = np.empty(H3, wx.dtype)
-        na = 0
-        for j in range(H):
-            if y0[b, j] != zero:
-                act[na] = j
-                na += 1
+        na = _events(y0[b], act, zero)
         for t in range(T):
             yp = y0[b] if t == 0 else y_out[t - 1, b]
             cp = c0[b] if t == 0 else c_out[t - 1, b]
@@ -164,11 +171,7 @@ def _fwd32(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
         sg = np.empty(H3, np.float32)
         tmp = np.empty(H3, np.float32)
         kb = np.empty(H3, np.int32)
-        na = 0
-        for j in range(H):
-            if y0[b, j] != zero:
-                act[na] = j
-                na += 1
+        na = _events(y0[b], act, zero)
         for t in range(T):
             yp = y0[b] if t == 0 else y_out[t - 1, b]
             cp = c0[b] if t == 0 else c_out[t - 1, b]
@@ -223,11 +226,7 @@ def _fwd32(wx, rt, thr, c0, y0, y_out, c_out, u_out, r_out, z_out):
                 zo[i] = z
                 co[i] = c
                 yo[i] = c if c - thr[i] > zero else zero
-            na = 0
-            for i in range(H):
-                if yo[i] != zero:
-                    act[na] = i
-                    na += 1
+            na = _events(yo, act, zero)
 
 
 _BWD: dict = {}
@@ -285,12 +284,7 @@ def _bwd_for(sid: int):
                         dcur[bb, i] = dci
                         dc[bb, i] = dci * (one - u)
                     # events at t-1 and the backward support S[t-1] (every unit at t = 0)
-                    n = 0
-                    for j in range(H):
-                        if yp[bb, j] != zero:
-                            act[bb, n] = j
-                            n += 1
-                    na[bb] = n
+                    na[bb] = _events(yp[bb], act[bb], zero)
                     if t == 0:
                         for j in range(H):
                             ins[bb, j] = True
