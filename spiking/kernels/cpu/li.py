@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from spiking.kernels import fused
-from spiking.kernels.cpu.lif import BLOCK, _block_state, _np, _scalars
+from spiking.kernels.cpu.lif import BLOCK, _add_row, _block_state, _np, _scalars
 
 CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
 
@@ -99,13 +99,9 @@ def _bwd(g_out, g_vT, g_iT, g_itr, has_g, v0, i0, v_st, i_st, x, has_x, am, asy,
         d_am, d_as, d_g, d_vl = zb.copy(), zb.copy(), zb.copy(), zb.copy()
         for t in range(T - 1, -1, -1):
             if has_g[0]:
-                row = g_out[t, j0:j0 + n]
-                for jj in range(n):
-                    gvb[jj] += row[jj]
+                _add_row(gvb, g_out, t, j0, n)
             if syn and has_g[3]:
-                row = g_itr[t, j0:j0 + n]
-                for jj in range(n):
-                    gib[jj] += row[jj]
+                _add_row(gib, g_itr, t, j0, n)
             v_p = v_st[t - 1, j0:j0 + n] if t > 0 else v0b
             i_p = (i_st[t - 1, j0:j0 + n] if t > 0 else i0b) if syn else zb
             drv = i_st[t, j0:j0 + n] if syn else (x[t, j0:j0 + n] if has_x else zb)

@@ -84,6 +84,14 @@ def _block_state(src, has, j0, n, zero):
     return b
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _add_row(acc, src, t, j0, n):
+    """acc[:n] += src[t, j0:j0+n] (a trajectory gradient entering a block's backward step)."""
+    row = src[t, j0:j0 + n]
+    for jj in range(n):
+        acc[jj] += row[jj]
+
+
 # Inside a block, option flags are loop-invariant: each inner loop is straight-line code with
 # selects (or the flag test hoisted around the loop), so that it vectorises.
 @numba.njit(parallel=True, cache=True, error_model="numpy")

@@ -12,7 +12,7 @@ import math
 import numba
 import numpy as np
 
-from spiking.kernels.cpu.lif import BWD_BLOCK, _block_params, _block_state
+from spiking.kernels.cpu.lif import BWD_BLOCK, _add_row, _block_params, _block_state
 
 # ---- backward ---------------------------------------------------------------------------------
 # Surrogate derivatives g(z) as scalar functions (kernel_id of spiking/surrogate.py: 0 .. 4); the
@@ -122,9 +122,7 @@ def _plain_kernel_for(sid):
             vp = np.empty(n, h_st.dtype)  # v[t-1]
             for t in range(T - 1, -1, -1):
                 if has_g[4]:
-                    row = g_vtr[t, j0:j0 + n]
-                    for jj in range(n):
-                        gvb[jj] += row[jj]
+                    _add_row(gvb, g_vtr, t, j0, n)
                 hr = h_st[t, j0:j0 + n]
                 go = g_out[t, j0:j0 + n] if has_g[0] else zb
                 gxr = gx[t, j0:j0 + n]
@@ -273,17 +271,11 @@ def _bwd(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, has_g, v0, i0, a0, h_st, 
         gao = np.empty(n, h_st.dtype)
         for t in range(T - 1, -1, -1):
             if has_g[4]:
-                row = g_vtr[t, j0:j0 + n]
-                for jj in range(n):
-                    gvb[jj] += row[jj]
+                _add_row(gvb, g_vtr, t, j0, n)
             if syn and has_g[5]:
-                row = g_itr[t, j0:j0 + n]
-                for jj in range(n):
-                    gib[jj] += row[jj]
+                _add_row(gib, g_itr, t, j0, n)
             if ada and has_g[6]:
-                row = g_atr[t, j0:j0 + n]
-                for jj in range(n):
-                    gab[jj] += row[jj]
+                _add_row(gab, g_atr, t, j0, n)
             hr = h_st[t, j0:j0 + n]
             go = g_out[t, j0:j0 + n] if has_g[0] else zb
             a_p = (a_st[t - 1, j0:j0 + n] if t > 0 else a0b) if ada else zb
