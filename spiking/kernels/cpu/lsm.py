@@ -4,8 +4,11 @@ The update is the one of :mod:`spiking.kernels.lsm` (its docstring is the spec).
 (``numba.prange`` over the batch), per step: the spikes of the previous step are kept as a list;
 for each of them the fan-out row ``indices[indptr[j]:indptr[j+1]]`` of the CSR matrix is added
 into ``rec`` (cost = spikes x fan-out), then the elementwise LIF update with refractoriness
-builds the next list. Postsynaptic indices are read as int32 (less memory traffic per
-synapse: 8 bytes with a float32 weight). No gradient: the reservoir is fixed.
+builds the next list. Postsynaptic indices are read as uint32 (less memory traffic per
+synapse: 8 bytes with a float32 weight; unsigned, so the scatter loop carries no
+negative-index handling). The elementwise update is branch-free (selects), so it vectorises,
+and every per-neuron parameter is expanded to ``[N]`` beforehand (no ``n % size`` in the
+loop). No gradient: the reservoir is fixed.
 """
 
 from __future__ import annotations
@@ -19,19 +22,18 @@ from spiking.kernels.lsm import LSMState
 CALLS = {"fwd": 0}  # sentinel for tests
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _fwd(x, indptr, indices, weights, am, asyn, thr, nref, v_reset, v0, i0, r0, s0,
          s_out, v_out, v_fin, i_fin, r_fin, record):
     T, B, N = x.shape
     zero = x.dtype.type(0.0)
     one = x.dtype.type(1.0)
-    pa, ps, pt = am.size, asyn.size, thr.size
     for b in numba.prange(B):
-        act = np.empty(N, np.int64)
+        act = np.empty(N, np.int32)
         rec = np.zeros(N, x.dtype)
         v = v0[b].copy()
         cur = i0[b].copy()
-        ref = r0[b].copy()
+        ref = r0[b].astype(np.int32)
         na = 0
         for j in range(N):
             if s0[b, j] != zero:
@@ -40,41 +42,43 @@ def _fwd(x, indptr, indices, weights, am, asyn, thr, nref, v_reset, v0, i0, r0, 
         for t in range(T):
             for k in range(na):
                 j = act[k]
-                for e in range(indptr[j], indptr[j + 1]):
-                    rec[indices[e]] += weights[e]
-            na = 0
+                # unsigned indices over row slices: no negative-index wraparound code in the
+                # hot loop (numba adds it for signed indices), which halves its instructions
+                cols = indices[indptr[j]:indptr[j + 1]]
+                w = weights[indptr[j]:indptr[j + 1]]
+                for e in range(cols.shape[0]):
+                    rec[cols[e]] += w[e]
+            xt = x[t, b]
+            st = s_out[t, b]
+            # elementwise LIF update without branches (vectorises), then the spike list
             for n in range(N):
-                c = asyn[n % ps] * cur[n] + x[t, b, n] + rec[n]
+                c = asyn[n] * cur[n] + xt[n] + rec[n]
                 rec[n] = zero
                 cur[n] = c
-                if ref[n] == 0:
-                    vv = am[n % pa] * v[n] + c
-                    if vv - thr[n % pt] > zero:
-                        s_out[t, b, n] = one
-                        v[n] = v_reset
-                        ref[n] = nref[n]
-                        act[na] = n
-                        na += 1
-                    else:
-                        s_out[t, b, n] = zero
-                        v[n] = vv
-                else:
-                    v[n] = v_reset
-                    ref[n] -= 1
-                    s_out[t, b, n] = zero
-                if record:
-                    v_out[t, b, n] = v[n]
+                r = ref[n]
+                vv = am[n] * v[n] + c
+                fire = (r == 0) & (vv - thr[n] > zero)
+                v[n] = v_reset if (fire | (r != 0)) else vv
+                ref[n] = nref[n] if fire else np.maximum(r - 1, 0)
+                st[n] = one if fire else zero
+            if record:
+                v_out[t, b] = v
+            na = 0
+            for n in range(N):
+                if st[n] != zero:
+                    act[na] = n
+                    na += 1
         v_fin[b] = v
         i_fin[b] = cur
         r_fin[b] = ref
 
 
 def _flat(t: torch.Tensor, n: int, dtype) -> np.ndarray:
-    """A parameter (scalar or [N]) as a 1-D array read as ``p[n % size]``."""
-    a = t.detach().to(dtype).reshape(-1).contiguous()
+    """A parameter (scalar or [N]) as a contiguous ``[n]`` array (scalars broadcast)."""
+    a = t.detach().to(dtype).reshape(-1)
     if a.numel() not in (1, n):
         raise ValueError(f"reservoir parameter must be a scalar or [N]=[{n}], got {a.numel()}")
-    return a.numpy()
+    return a.expand(n).contiguous().numpy()
 
 
 def run(x, state, p, record=False):
@@ -86,9 +90,9 @@ def run(x, state, p, record=False):
     v_out = torch.full((t, b, n) if record else (1, 1, 1), float("nan"), dtype=dt)
     v_fin, i_fin = torch.empty(b, n, dtype=dt), torch.empty(b, n, dtype=dt)
     r_fin = torch.empty(b, n, dtype=torch.int64)
-    nref = p.n_ref.detach().to(torch.int64).expand(n).contiguous()
+    nref = p.n_ref.detach().to(torch.int32).expand(n).contiguous()
     _fwd(x.numpy(), p.indptr.to(torch.int64).contiguous().numpy(),
-         p.indices.to(torch.int32).contiguous().numpy(), _flat(p.weights, p.weights.numel(), dt),
+         p.indices.to(torch.int32).contiguous().numpy().view(np.uint32), _flat(p.weights, p.weights.numel(), dt),
          _flat(p.alpha_mem, n, dt), _flat(p.alpha_syn, n, dt), _flat(p.threshold, n, dt),
          nref.numpy(), np.dtype(str(dt).replace("torch.", "")).type(p.v_reset),
          state.v.detach().to(dt).contiguous().numpy(), state.i.detach().to(dt).contiguous().numpy(),
