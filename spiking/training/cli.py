@@ -101,7 +101,11 @@ def cmd_evaluate(args) -> int:
               f"{100 * res['accuracy']:.2f} % ({res['n_test']} samples), loss "
               f"{res['loss']:.4f}"
               + ("" if res["spikes_per_sample"] is None
-                 else f", {res['spikes_per_sample']:.0f} spikes/sample"))
+                 else f", {res['spikes_per_sample']:.0f} spikes/sample")
+              + ("" if "accuracy_vs_fraction" not in res else
+                 "\naccuracy after " + ", ".join(
+                     f"{k} of the sequence: {100 * a:.1f} %"
+                     for k, a in res["accuracy_vs_fraction"].items())))
         return 0
     return _run(go)
 
@@ -139,7 +143,32 @@ def evaluate_checkpoint(path, data_root=None, device: str = "auto") -> dict:
     res = evaluate(model, data.test, info, cfg, data.n_classes, amp_setup(cfg, info.device)[0])
     res.update(model=cfg.model, dataset=cfg.dataset, n_test=len(data.test),
                epoch=state["epoch"], checkpoint=str(ckpt.resolve(path)))
+    if _streams(model):
+        res["accuracy_vs_fraction"] = streaming_accuracy(model, data.test, info.device,
+                                                         cfg.batch_size)
     return res
+
+
+def _streams(model) -> bool:
+    """Whether the model gives a prediction at every step (``forward(x, all_steps=True)``)."""
+    import inspect
+
+    return "all_steps" in inspect.signature(model.forward).parameters
+
+
+def streaming_accuracy(model, split, device, batch_size: int,
+                       fractions=(0.25, 0.5, 0.75, 1.0)) -> dict:
+    """Test accuracy from the prediction after each fraction of the sequence has been seen
+    (the LMUFormer paper's sequence-length reduction), keys as ``"25%"``."""
+    import numpy as np
+
+    from spiking.models.lmuformer import accuracy_vs_fraction
+
+    n = len(split)
+    loader = (split.batch(np.arange(i, min(i + batch_size, n)), device)
+              for i in range(0, n, batch_size))
+    acc = accuracy_vs_fraction(model, loader, fractions)
+    return {f"{round(100 * f)}%": a for f, a in acc.items()}
 
 
 # Sum pooling (not the recipe's max pooling) keeps the demo's CSNN exportable: its

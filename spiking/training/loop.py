@@ -79,9 +79,12 @@ def build_model(cfg: Config, data) -> torch.nn.Module:
 
 def make_scheduler(cfg: Config, opt, total_steps: int):
     if cfg.schedule == "onecycle":
+        # torch's OneCycleLR divides by the warm-up length in steps, pct_start * total - 1:
+        # a run of a few steps (tiny data, one epoch) needs at least 1.5 warm-up steps
+        total = max(total_steps, 3)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=max(total_steps, 2),
-            pct_start=max(cfg.warmup_frac, 1e-3))
+            opt, max_lr=cfg.lr, total_steps=total,
+            pct_start=min(max(cfg.warmup_frac, 1.5 / total), 1 - 1 / total))
     warm = int(cfg.warmup_frac * total_steps)
 
     def factor(step):

@@ -18,6 +18,27 @@ def test_recipe_then_file_then_flags(tmp_path):
     assert cfg.n_time_bins == recipe["n_time_bins"]
 
 
+@pytest.mark.parametrize("schedule", C.SCHEDULES)
+@pytest.mark.parametrize("warmup", [0.0, 0.25, 0.99])
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 12])
+def test_schedules_run_for_any_number_of_steps(schedule, warmup, total):
+    """A run of very few optimiser steps (tiny data, one epoch) must not crash the schedule
+    (torch's OneCycleLR divides by its warm-up length in steps)."""
+    from spiking.training.loop import make_scheduler
+
+    cfg = C.Config(lr=0.01, schedule=schedule, warmup_frac=warmup)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = make_scheduler(cfg, opt, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(0.0 <= lr <= cfg.lr * (1 + 1e-9) for lr in lrs), lrs
+    if schedule == "onecycle" and total >= 3:
+        assert max(lrs) > lrs[0] and max(lrs) > lrs[-1]   # a warm-up, then the decay
+
+
 @pytest.mark.parametrize("over, match", [
     ({"model": "nosuchnet"}, "unknown model 'nosuchnet'; available: .*csnn"),
     ({"dataset": "mnist"}, "unknown dataset 'mnist'"),

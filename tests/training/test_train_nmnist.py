@@ -29,3 +29,27 @@ def test_short_run_learns_and_writes_run_folder(tmp_path, nmnist_root, capsys): 
     res = json.loads(capsys.readouterr().out)
     assert res["accuracy"] == summary["test_accuracy"]
     assert sum(map(sum, res["confusion"])) == 100
+
+
+def test_evaluate_reports_streaming_accuracy_for_per_step_models(tmp_path, nmnist_root,  # noqa: F811
+                                                                 capsys):
+    """LMUFormer predicts at every step: `spiking evaluate` adds accuracy vs the fraction of the
+    sequence seen, whose 100 % entry is the ordinary accuracy; a CSNN run has no such entry."""
+    args = tiny_args(nmnist_root, tmp_path, "lmu", epochs=2, lr=3e-3, **{
+        "model": "lmuformer", "n-time-bins": 8, "max-train-samples": 64,
+        "max-test-samples": 24,
+        "model-args": '{"dim": 16, "order": 4, "theta": 8.0, "spatial_pool": 2}'})
+    assert main(["train", *args]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "lmu"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    frac = res["accuracy_vs_fraction"]
+    assert list(frac) == ["25%", "50%", "75%", "100%"]
+    assert frac["100%"] == res["accuracy"]
+    assert all(0.0 <= a <= 1.0 for a in frac.values())
+    assert main(["evaluate", str(tmp_path / "lmu")]) == 0
+    assert "accuracy after 25% of the sequence" in capsys.readouterr().out
+    assert main(["train", *tiny_args(nmnist_root, tmp_path, "csnn", epochs=1)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "csnn"), "--json"]) == 0
+    assert "accuracy_vs_fraction" not in json.loads(capsys.readouterr().out)
