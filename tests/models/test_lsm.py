@@ -175,3 +175,23 @@ def test_ridge_readout_learns_nmnist_digits(shared_data):
     logits, act = m(xte)
     assert float((logits.argmax(1) == yte).float().mean()) >= 0.8  # chance 0.5
     assert 0 < float(act["reservoir"].mean()) < 0.5
+
+
+@pytest.mark.skipif(not CPU_OK, reason="numba is not available")
+def test_cpu_index_width_follows_reservoir_size(monkeypatch):
+    """uint16 postsynaptic indices up to 65,536 neurons, uint32 beyond; both give the same run."""
+    import numpy as np
+
+    from spiking.kernels.cpu import lsm as C
+
+    idx = torch.tensor([0, 5, 65535])
+    assert C._indices(idx, 1 << 16).dtype == np.uint16
+    assert C._indices(idx, (1 << 16) + 1).dtype == np.uint32
+    assert C._indices(idx, 1 << 16).tolist() == [0, 5, 65535]
+    m = LSM(12, 2, 150, seed=4, dt=1e-3)
+    cur = _inputs(m, 30, 2, torch.float32)
+    narrow = K.run(cur, None, m.params(), backend="cpu", record=True)
+    monkeypatch.setattr(C, "_indices", lambda i, n: i.to(torch.int32).numpy().view(np.uint32))
+    wide = K.run(cur, None, m.params(), backend="cpu", record=True)
+    assert 0 < float(narrow[0].mean()) < 1
+    assert torch.equal(narrow[0], wide[0]) and torch.equal(narrow[2], wide[2])
