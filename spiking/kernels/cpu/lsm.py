@@ -6,9 +6,9 @@ for each of them the fan-out row ``indices[indptr[j]:indptr[j+1]]`` of the CSR m
 into ``rec`` (cost = spikes x fan-out), then the elementwise LIF update with refractoriness
 builds the next list. Postsynaptic indices are read as uint16 (up to 65,536 neurons) or
 uint32: unsigned, so the scatter loop carries no negative-index handling, and narrow, so a
-synapse costs 6 (8) bytes of memory traffic with its float32 weight. The elementwise update is branch-free (selects), so it vectorises,
-and every per-neuron parameter is expanded to ``[N]`` beforehand (no ``n % size`` in the
-loop). No gradient: the reservoir is fixed.
+synapse costs 6 (8) bytes of memory traffic with its float32 weight. The elementwise update
+is branch-free (selects), so it vectorises, and every per-neuron parameter is expanded to
+``[N]`` beforehand (no ``n % size`` in the loop). No gradient: the reservoir is fixed.
 """
 
 from __future__ import annotations
