@@ -31,8 +31,7 @@ def test_short_run_learns_and_writes_run_folder(tmp_path, nmnist_root, capsys): 
     assert sum(map(sum, res["confusion"])) == 100
 
 
-def test_evaluate_reports_streaming_accuracy_for_per_step_models(tmp_path, nmnist_root,  # noqa: F811
-                                                                 capsys):
+def test_evaluate_reports_streaming_accuracy(tmp_path, nmnist_root, capsys):  # noqa: F811
     """LMUFormer predicts at every step: `spiking evaluate` adds accuracy vs the fraction of the
     sequence seen, whose 100 % entry is the ordinary accuracy; a CSNN run has no such entry."""
     args = tiny_args(nmnist_root, tmp_path, "lmu", epochs=2, lr=3e-3, **{
