@@ -137,8 +137,9 @@ def load(path, map_location="cpu") -> dict:
     except Exception as e:
         raise ValueError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
+        got = state.get("format") if isinstance(state, dict) else None
         raise ValueError(f"checkpoint {p} is not a spiking training checkpoint of format "
-                         f"{FORMAT} (got format {state.get('format') if isinstance(state, dict) else None!r})")
+                         f"{FORMAT} (got format {got!r})")
     return state
 
 
