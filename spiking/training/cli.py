@@ -156,10 +156,9 @@ def _streams(model) -> bool:
     return "all_steps" in inspect.signature(model.forward).parameters
 
 
-def streaming_accuracy(model, split, device, batch_size: int,
-                       fractions=(0.25, 0.5, 0.75, 1.0)) -> dict:
+def streaming_accuracy(model, split, device, batch_size: int) -> dict:
     """Test accuracy from the prediction after each fraction of the sequence has been seen
-    (the LMUFormer paper's sequence-length reduction), keys as ``"25%"``."""
+    (:func:`~spiking.models.lmuformer.accuracy_vs_fraction`'s fractions), keys as ``"25%"``."""
     import numpy as np
 
     from spiking.models.lmuformer import accuracy_vs_fraction
@@ -167,7 +166,7 @@ def streaming_accuracy(model, split, device, batch_size: int,
     n = len(split)
     loader = (split.batch(np.arange(i, min(i + batch_size, n)), device)
               for i in range(0, n, batch_size))
-    acc = accuracy_vs_fraction(model, loader, fractions)
+    acc = accuracy_vs_fraction(model, loader)
     return {f"{round(100 * f)}%": a for f, a in acc.items()}
 
 
