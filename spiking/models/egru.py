@@ -6,6 +6,10 @@ may first be sum-pooled over ``input_pool`` x ``input_pool`` pixels)::
     EGRULayer(I, H) -> Dropout -> EGRULayer(H, H) ... -> readout Linear(H, classes) applied to
     the time-mean of the last layer's output events y (graded, 0 when silent)
 
+With ``input_norm="batchnorm"`` each layer's drive ``W x + b`` is batch-normalised over
+(time, batch) before the recurrence, as in :class:`spiking.models.rsnn.RSNN` (an affine map
+per gate unit in eval mode, so it folds into ``W`` and ``b`` and adds no operations).
+
 Each :class:`EGRULayer` owns ``W x + b`` (``nn.Linear(I, 3H)``, one matmul over all steps), the
 recurrent ``weight_hh`` ``[3H, H]`` and the learnable per-unit ``threshold``; the recurrence is
 :mod:`spiking.kernels.egru` (fused CPU / CUDA or the reference loop). Only events pass to the
@@ -57,13 +61,18 @@ class EGRULayer(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, threshold_init: float = 0.1,
                  surrogate: str = "triangle", surrogate_alpha: float = K.TRIANGLE_ALPHA,
                  dampening: float = K.DAMPENING, learn_threshold: bool = True,
-                 backend: str = "auto"):
+                 input_norm: str = "none", backend: str = "auto"):
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, "
                              f"{hidden_size}")
+        if input_norm not in ("none", "batchnorm"):
+            raise ValueError(f"input_norm must be 'none' or 'batchnorm', got {input_norm!r}")
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.linear = nn.Linear(input_size, 3 * hidden_size)
+        # Optional batch normalisation of the drive W x + b over (time, batch), per gate unit
+        # (as the RSNN's ``input_norm``): sparse spike inputs then start at unit scale.
+        self.norm = nn.BatchNorm1d(3 * hidden_size) if input_norm == "batchnorm" else None
         k = 1 / math.sqrt(hidden_size)  # torch.nn.GRU's init range U(-1/sqrt(H), 1/sqrt(H))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size).uniform_(-k, k))
         thr = torch.full((hidden_size,), float(threshold_init))
@@ -82,6 +91,8 @@ class EGRULayer(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"EGRULayer expects [T, B, {self.input_size}], got {tuple(x.shape)}")
         wx = self.linear(x)
+        if self.norm is not None:
+            wx = self.norm(wx.reshape(-1, wx.shape[-1])).reshape(wx.shape)
         return K.run(wx, state, self.params(), backend=self.backend, record=record)
 
 
@@ -91,7 +102,7 @@ class EGRU(nn.Module):
     def __init__(self, input_shape, n_classes: int, hidden=(256,), *, threshold_init: float = 0.1,
                  dropout: float = 0.1, activity_reg: float = 0.0, surrogate: str = "triangle",
                  surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
-                 input_pool: int = 1, backend: str = "auto"):
+                 input_pool: int = 1, input_norm: str = "none", backend: str = "auto"):
         super().__init__()
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
         if input_pool < 1 or (input_pool > 1 and len(shape) != 3):
@@ -109,7 +120,8 @@ class EGRU(nn.Module):
         sizes = [n_in, *hidden]
         self.layers = nn.ModuleList(
             EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
-                      surrogate_alpha=surrogate_alpha, dampening=dampening, backend=backend)
+                      surrogate_alpha=surrogate_alpha, dampening=dampening,
+                      input_norm=input_norm, backend=backend)
             for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden[-1], n_classes)

@@ -2,7 +2,11 @@
 
 Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step)::
 
-    Linear(I, sensory) -> [LTC | CfC] layer(s) -> time-mean of the outputs -> Linear(., classes)
+    Linear(I, sensory) [-> BatchNorm] -> [LTC | CfC] layer(s) -> time-mean of the outputs
+    -> Linear(., classes)
+
+``input_norm="batchnorm"`` normalises the sensory projection over (time, batch) (an affine
+map in eval mode, foldable into the projection; not counted in ``op_counts``).
 
 Wiring:
 
@@ -106,7 +110,7 @@ class LTCNet(nn.Module):
                  inter_fanout: int = 4, recurrent_command: int = 6, motor_fanin: int = 4,
                  dt: float = 1e-3, ode_unfolds: int = 6, backbone_units: int = 64,
                  backbone_layers: int = 1, mode: str = "default", dropout: float = 0.0,
-                 seed: int = 0, backend: str = "auto"):
+                 input_norm: str = "none", seed: int = 0, backend: str = "auto"):
         super().__init__()
         if cell not in ("ltc", "cfc"):
             raise ValueError(f"cell must be 'ltc' or 'cfc', got {cell!r}")
@@ -115,9 +119,14 @@ class LTCNet(nn.Module):
         if layers < 1 or units < 1 or sensory < 1 or n_classes < 2:
             raise ValueError(f"need layers, units, sensory >= 1 and n_classes >= 2, got "
                              f"{layers}, {units}, {sensory}, {n_classes}")
+        if input_norm not in ("none", "batchnorm"):
+            raise ValueError(f"input_norm must be 'none' or 'batchnorm', got {input_norm!r}")
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
         self.input_shape, self.cell, self.wiring = shape, cell, wiring
         self.sensory = nn.Linear(math.prod(shape), sensory)
+        # Optional batch normalisation of the sensory projection over (time, batch), as the
+        # RSNN's ``input_norm``: sparse spike inputs reach the cells at unit scale.
+        self.norm = nn.BatchNorm1d(sensory) if input_norm == "batchnorm" else None
         self.dropout = nn.Dropout(dropout)
 
         def make(n_in, n_units, **kw):
@@ -170,7 +179,9 @@ class LTCNet(nn.Module):
             raise ValueError(f"LTCNet expects [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
         t, b = x.shape[:2]
-        h = self.sensory(x.reshape(t, b, -1).float())
+        h = self.sensory(x.reshape(t, b, -1).to(self.sensory.weight.dtype))
+        if self.norm is not None:
+            h = self.norm(h.reshape(t * b, -1)).reshape(t, b, -1)
         for layer in self.layers:
             h, _ = layer(self.dropout(h), timespans=timespans)
         if lengths is not None:

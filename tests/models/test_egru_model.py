@@ -113,3 +113,38 @@ def test_learns_nmnist_digits_beyond_chance(shared_data):
     assert acc >= 0.8, acc  # chance is 0.5
     assert float(act["egru0"].mean()) < 0.9  # events are sparse, not every unit every step
     assert K.TRIANGLE_ALPHA > 0
+
+
+def _fold_batchnorm(lin: torch.nn.Linear, bn: torch.nn.BatchNorm1d) -> None:
+    """Eval-mode BatchNorm after ``lin`` as an affine map folded into ``lin`` (in place)."""
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    lin.bias.copy_((lin.bias - bn.running_mean) * s + bn.bias)
+    lin.weight.mul_(s[:, None])
+
+
+def test_input_batchnorm_normalises_the_drive_and_folds_in_eval():
+    torch.manual_seed(0)
+    x = (torch.rand(12, 16, 30) < 0.05).float()              # sparse spikes
+    normed = EGRU(30, 3, hidden=[8, 6], input_norm="batchnorm").double().train()
+    assert normed.layers[0].norm.num_features == 24 and normed.layers[1].norm is not None
+    drive = {}
+    normed.layers[0].register_forward_pre_hook(lambda m, a: drive.update(x=a[0]))
+    normed(x.double())
+    lay = normed.layers[0]
+    u = lay.norm(lay.linear(drive["x"]).reshape(-1, 24))      # still train mode: batch stats
+    torch.testing.assert_close(u.mean(0), torch.zeros(24, dtype=torch.float64))
+    # eval mode: the normalisation is an affine map of the drive, i.e. a plain EGRU with the
+    # running statistics folded into its input Linear computes the same logits
+    with torch.no_grad():
+        for layer in normed.layers:
+            layer.norm.weight.uniform_(0.5, 2.0)
+            layer.norm.bias.uniform_(-0.5, 0.5)
+    normed.eval()
+    plain = EGRU(30, 3, hidden=[8, 6]).double().eval()
+    plain.load_state_dict(normed.state_dict(), strict=False)
+    with torch.no_grad():
+        for a, b in zip(plain.layers, normed.layers):
+            _fold_batchnorm(a.linear, b.norm)
+    torch.testing.assert_close(plain(x.double())[0], normed(x.double())[0])
+    with pytest.raises(ValueError, match="input_norm"):
+        EGRU(30, 3, input_norm="layer")

@@ -75,3 +75,27 @@ def test_learns_nmnist_digits_beyond_chance(shared_data, cell):
     with torch.no_grad():
         logits, _ = m(xte)
     assert float((logits.argmax(1) == yte).float().mean()) >= 0.8  # chance 0.5
+
+
+@pytest.mark.parametrize("cell", ["cfc", "ltc"])
+def test_input_batchnorm_folds_into_the_sensory_projection(cell):
+    torch.manual_seed(0)
+    x = (torch.rand(10, 16, 12) < 0.1).double()
+    kw = dict(cell=cell, units=6, sensory=5, ode_unfolds=2)
+    normed = LTCNet(12, 3, input_norm="batchnorm", **kw).double().train()
+    normed(x)                                                # running statistics from a batch
+    with torch.no_grad():
+        normed.norm.weight.uniform_(0.5, 2.0)
+        normed.norm.bias.uniform_(-0.5, 0.5)
+    normed.eval()
+    plain = LTCNet(12, 3, **kw).double().eval()
+    plain.load_state_dict(normed.state_dict(), strict=False)
+    with torch.no_grad():
+        bn, lin = normed.norm, plain.sensory
+        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        lin.bias.copy_((lin.bias - bn.running_mean) * s + bn.bias)
+        lin.weight.mul_(s[:, None])
+    torch.testing.assert_close(plain(x)[0], normed(x)[0])
+    assert not torch.allclose(LTCNet(12, 3, **kw).double().eval()(x)[0], normed(x)[0])
+    with pytest.raises(ValueError, match="input_norm"):
+        LTCNet(12, 3, input_norm="layer")
