@@ -23,6 +23,8 @@ _FLAGS = {
     "augment_shift": (int, "random translation: camera frames by N pixels, audio by N channels"),
     "max_train_samples": (int, "use a class-balanced subset of the training set"),
     "max_test_samples": (int, "use a class-balanced subset of the test set"),
+    "val_fraction": (float, "hold out this share of the training set (per class, seeded) as a "
+                            "validation split, evaluated every epoch (default 0: none)"),
     "seed": (int, "random seed"),
     "amp": (str, f"mixed precision on CUDA: {', '.join(AMP_MODES)}"),
     "device": (str, f"{', '.join(DEVICES)}"),

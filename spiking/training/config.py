@@ -53,6 +53,7 @@ class Config:
     augment_shift: int = 0         # random shift: frames by up to N pixels, audio N channels
     max_train_samples: int | None = None  # class-balanced subset (tests, demo)
     max_test_samples: int | None = None
+    val_fraction: float = 0.0      # share of the training split held out for validation
     seed: int = 0
     deterministic: bool = False
     amp: str = "auto"              # on CUDA: bf16 where supported, else fp16; off on CPU
@@ -95,6 +96,8 @@ class Config:
                 raise bad(key, "a finite number >= 0")
         if self.label_smoothing >= 1:
             raise bad("label_smoothing", "a number in [0, 1)")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise bad("val_fraction", "a number in [0, 1) (share of the training split)")
         if not 0 <= self.warmup_frac < 1:
             raise bad("warmup_frac", "a number in [0, 1)")
         if not isinstance(self.augment_shift, int) or self.augment_shift < 0:

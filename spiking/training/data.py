@@ -64,6 +64,7 @@ class Data:
     classes: list
     dt: float
     description: str
+    val: Split | None = None   # held out of the training split (``val_fraction``)
 
 
 def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
@@ -100,6 +101,20 @@ def balanced_subset(targets, n: int | None) -> np.ndarray:
     per = -(-n // len(classes))
     keep = np.concatenate([np.flatnonzero(targets == c)[:per] for c in classes])
     return np.sort(keep)[:n] if len(keep) > n else np.sort(keep)
+
+
+def validation_indices(targets, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a class-stratified random ``fraction`` of the samples (at least one
+    per class that has two or more samples), drawn with ``seed``: the validation part of a
+    training split; the rest stays for training."""
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        k = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1) if fraction > 0 else 0
+        keep.append(rng.permutation(idx)[:k])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 def _materialize(binned, indices, desc: str, progress: bool) -> Split:
@@ -174,8 +189,17 @@ def load(cfg, progress: bool = False, train: bool = True) -> Data:
     train, test = splits
     if audio:  # fixed span: cut the possible extra incomplete bin
         train.x, test.x = train.x[:, :cfg.n_time_bins], test.x[:, :cfg.n_time_bins]
+    val = None
+    if train and cfg.val_fraction > 0:
+        pick = torch.as_tensor(validation_indices(train.y.numpy(), cfg.val_fraction, cfg.seed))
+        if len(pick) == 0 or len(pick) == len(train):
+            raise ValueError(f"val_fraction {cfg.val_fraction} of {len(train)} training samples "
+                             f"leaves no validation or no training samples")
+        rest = torch.ones(len(train), dtype=torch.bool)
+        rest[pick] = False
+        val, train = Split(train.x[pick], train.y[pick]), Split(train.x[rest], train.y[rest])
     classes = list(getattr(train_r, "classes", []))
     n_classes = max(len(classes), int(train.y.max()) + 1, int(test.y.max()) + 1)
     if audio:  # SHD files keep 20 keys; FSDD-format files only the 10 English ones
         classes = classes[:n_classes]
-    return Data(train, test, tuple(train.x.shape[2:]), n_classes, classes, dt, desc)
+    return Data(train, test, tuple(train.x.shape[2:]), n_classes, classes, dt, desc, val)

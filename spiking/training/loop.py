@@ -191,7 +191,9 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
         if state is not None:
             rewrite_jsonl(run_dir / "metrics.jsonl", history)
         log(f"run folder {run_dir}: {cfg.model} on {data.description}, "
-            f"{len(data.train)} train / {len(data.test)} test, input {data.input_shape} x "
+            f"{len(data.train)} train / "
+            f"{f'{len(data.val)} validation / ' if data.val is not None else ''}"
+            f"{len(data.test)} test, input {data.input_shape} x "
             f"{data.train.x.shape[1]} steps, dt {data.dt * 1e3:.3g} ms, "
             f"{sum(p.numel() for p in core.parameters()):,} parameters, device {info.device}"
             f"{f', {info.world_size} processes' if info.enabled else ''}")
@@ -250,6 +252,10 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
             rec.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"],
                        test_spikes_per_sample=ev["spikes_per_sample"])
             best = ev["accuracy"] if best is None else max(best, ev["accuracy"])
+            if data.val is not None:
+                va = evaluate(core, data.val, info, cfg, data.n_classes, amp_ctx)
+                rec.update(val_loss=va["loss"], val_accuracy=va["accuracy"],
+                           val_spikes_per_sample=va["spikes_per_sample"])
         history.append(rec)
         if info.is_main:
             append_jsonl(run_dir / "metrics.jsonl", rec)
@@ -292,6 +298,8 @@ def rank_divergence(model, info: D.DistInfo) -> float:
 def _epoch_line(rec: dict, epochs: int) -> str:
     s = (f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f} "
          f"acc {rec['train_accuracy']:.3f}")
+    if "val_accuracy" in rec:
+        s += f" | val loss {rec['val_loss']:.4f} acc {rec['val_accuracy']:.3f}"
     if "test_accuracy" in rec:
         s += f" | test loss {rec['test_loss']:.4f} acc {rec['test_accuracy']:.3f}"
     if rec.get("test_spikes_per_sample") is not None:
@@ -301,12 +309,20 @@ def _epoch_line(rec: dict, epochs: int) -> str:
 
 def _summary(cfg, data, history, ev, best, model, info) -> dict:
     last = history[-1] if history else {}
+    val = [h for h in history if "val_accuracy" in h]
+    # the epoch a user would pick without looking at the test split (first of ties)
+    pick = max(val, key=lambda h: h["val_accuracy"]) if val else None
     return {
         "model": cfg.model, "dataset": cfg.dataset, "data": data.description,
         "epochs": cfg.epochs, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"],
         "best_test_accuracy": best, "test_spikes_per_sample": ev["spikes_per_sample"],
         "train_accuracy": last.get("train_accuracy"), "train_time_s": last.get("train_time_s"),
-        "n_train": len(data.train), "n_test": len(data.test),
+        "val_accuracy": last.get("val_accuracy"),
+        "best_val_epoch": pick["epoch"] if pick else None,
+        "best_val_accuracy": pick["val_accuracy"] if pick else None,
+        "test_accuracy_at_best_val": pick.get("test_accuracy") if pick else None,
+        "n_train": len(data.train), "n_val": len(data.val) if data.val is not None else 0,
+        "n_test": len(data.test),
         "parameters": sum(p.numel() for p in model.parameters()),
         "world_size": info.world_size, "device": str(info.device),
         "versions": ckpt.versions(), "config": cfg.to_dict(),

@@ -19,14 +19,15 @@ def _figure(figsize, ncols=1):
 
 
 def curves(history: list[dict], path) -> Path:
-    """Loss, accuracy and spikes per sample over epochs (train and test)."""
+    """Loss, accuracy and spikes per sample over epochs (train, validation when held out,
+    and test)."""
     from spiking.plot import save
 
     fig, axes = _figure((12, 3.5), 3)
     ep = [h["epoch"] for h in history]
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy"),
                            (axes[2], "spikes_per_sample", "spikes per sample")):
-        for split, style in (("train", "-o"), ("test", "--s")):
+        for split, style in (("train", "-o"), ("val", ":^"), ("test", "--s")):
             ys = [h.get(f"{split}_{key}") for h in history]
             pts = [(e, y) for e, y in zip(ep, ys) if y is not None]
             if pts:

@@ -1,5 +1,6 @@
 """Configuration: precedence (recipe < file < flags), validation, clear CLI errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,7 @@ def test_schedules_run_for_any_number_of_steps(schedule, warmup, total):
     ({"epochs": 0}, "epochs=0 is invalid"),
     ({"schedule": "step"}, "schedule='step' is invalid"),
     ({"grad_clip": -1}, "grad_clip=-1 is invalid"),
+    ({"val_fraction": 1.0}, r"val_fraction=1.0 is invalid: expected a number in \[0, 1\)"),
 ])
 def test_bad_values_are_named(over, match):
     with pytest.raises(ValueError, match=match):
@@ -127,3 +129,15 @@ def test_every_documented_recipe_is_a_valid_config_and_builds_its_model(name):
     out = m(x)
     logits = out[0] if isinstance(out, tuple) else out
     assert logits.shape == (2, 10)
+
+
+def test_validation_indices_are_stratified_seeded_and_never_empty():
+    from spiking.training.data import validation_indices
+
+    y = np.array([0] * 40 + [1] * 20 + [2] * 3 + [3])
+    a = validation_indices(y, 0.25, seed=1)
+    assert [int((y[a] == c).sum()) for c in range(4)] == [10, 5, 1, 0]  # a lone sample stays
+    assert len(np.unique(a)) == len(a) and (np.diff(a) > 0).all()
+    np.testing.assert_array_equal(a, validation_indices(y, 0.25, seed=1))
+    assert not np.array_equal(a, validation_indices(y, 0.25, seed=2))
+    assert len(validation_indices(y, 0.0, seed=1)) == 0

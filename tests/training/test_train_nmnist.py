@@ -52,3 +52,27 @@ def test_evaluate_reports_streaming_accuracy(tmp_path, nmnist_root, capsys):  # 
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "csnn"), "--json"]) == 0
     assert "accuracy_vs_fraction" not in json.loads(capsys.readouterr().out)
+
+
+def test_validation_split_is_held_out_and_reported(tmp_path, nmnist_root, capsys):  # noqa: F811
+    """``--val-fraction`` takes a per-class share of the training samples out of training,
+    evaluates it every epoch and names the epoch it would pick (and the test accuracy then)."""
+    args = tiny_args(nmnist_root, tmp_path, "val", epochs=2, **{"val-fraction": 0.25})
+    assert main(["train", *args]) == 0
+    # the 64-sample slice has 4 classes of 7 and 6 of 6: a quarter of each, rounded, is 2
+    assert "46 train / 18 validation / 20 test" in capsys.readouterr().out
+    run = tmp_path / "val"
+    hist = read_jsonl(run / "metrics.jsonl")
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (46, 18, 20)
+    assert all(0.0 <= h["val_accuracy"] <= 1.0 and h["val_loss"] > 0 for h in hist)
+    pick = max(hist, key=lambda h: h["val_accuracy"])
+    assert summary["best_val_epoch"] == pick["epoch"]
+    assert summary["test_accuracy_at_best_val"] == pick["test_accuracy"]
+    assert summary["val_accuracy"] == hist[-1]["val_accuracy"]
+    assert "best validation accuracy (epoch" in (run / "report.md").read_text()
+    # the same seed holds out the same samples: a rerun gives the same validation curve
+    assert main(["train", *tiny_args(nmnist_root, tmp_path, "val2", epochs=2,
+                                     **{"val-fraction": 0.25})]) == 0
+    assert [h["val_loss"] for h in read_jsonl(tmp_path / "val2" / "metrics.jsonl")] == \
+        [h["val_loss"] for h in hist]
