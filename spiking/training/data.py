@@ -192,9 +192,10 @@ def load(cfg, progress: bool = False, train: bool = True) -> Data:
     val = None
     if train and cfg.val_fraction > 0:
         pick = torch.as_tensor(validation_indices(train.y.numpy(), cfg.val_fraction, cfg.seed))
-        if len(pick) == 0 or len(pick) == len(train):
-            raise ValueError(f"val_fraction {cfg.val_fraction} of {len(train)} training samples "
-                             f"leaves no validation or no training samples")
+        if len(pick) == 0:  # each class keeps >= 1 training sample, so only this can happen
+            raise ValueError(f"val_fraction {cfg.val_fraction}: no class of the {len(train)} "
+                             f"training samples has two samples to split; expected a larger "
+                             f"training set")
         rest = torch.ones(len(train), dtype=torch.bool)
         rest[pick] = False
         val, train = Split(train.x[pick], train.y[pick]), Split(train.x[rest], train.y[rest])

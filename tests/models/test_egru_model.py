@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from model_helpers import fold_batchnorm
 
 from spiking.kernels import egru as K
 from spiking.models.egru import EGRU, ActivityRegularizer
@@ -115,13 +116,6 @@ def test_learns_nmnist_digits_beyond_chance(shared_data):
     assert K.TRIANGLE_ALPHA > 0
 
 
-def _fold_batchnorm(lin: torch.nn.Linear, bn: torch.nn.BatchNorm1d) -> None:
-    """Eval-mode BatchNorm after ``lin`` as an affine map folded into ``lin`` (in place)."""
-    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    lin.bias.copy_((lin.bias - bn.running_mean) * s + bn.bias)
-    lin.weight.mul_(s[:, None])
-
-
 def test_input_batchnorm_normalises_the_drive_and_folds_in_eval():
     torch.manual_seed(0)
     x = (torch.rand(12, 16, 30) < 0.05).float()              # sparse spikes
@@ -142,9 +136,8 @@ def test_input_batchnorm_normalises_the_drive_and_folds_in_eval():
     normed.eval()
     plain = EGRU(30, 3, hidden=[8, 6]).double().eval()
     plain.load_state_dict(normed.state_dict(), strict=False)
-    with torch.no_grad():
-        for a, b in zip(plain.layers, normed.layers):
-            _fold_batchnorm(a.linear, b.norm)
+    for a, b in zip(plain.layers, normed.layers):
+        fold_batchnorm(a.linear, b.norm)
     torch.testing.assert_close(plain(x.double())[0], normed(x.double())[0])
     with pytest.raises(ValueError, match="input_norm"):
         EGRU(30, 3, input_norm="layer")

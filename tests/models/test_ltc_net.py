@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_helpers import fold_batchnorm
 
 from spiking.models.ltc import LTCNet, ncp_wiring
 from spiking.models.registry import get_model
@@ -90,11 +91,7 @@ def test_input_batchnorm_folds_into_the_sensory_projection(cell):
     normed.eval()
     plain = LTCNet(12, 3, **kw).double().eval()
     plain.load_state_dict(normed.state_dict(), strict=False)
-    with torch.no_grad():
-        bn, lin = normed.norm, plain.sensory
-        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        lin.bias.copy_((lin.bias - bn.running_mean) * s + bn.bias)
-        lin.weight.mul_(s[:, None])
+    fold_batchnorm(plain.sensory, normed.norm)
     torch.testing.assert_close(plain(x)[0], normed(x)[0])
     assert not torch.allclose(LTCNet(12, 3, **kw).double().eval()(x)[0], normed(x)[0])
     with pytest.raises(ValueError, match="input_norm"):
