@@ -9,6 +9,7 @@ from torch import nn
 
 from spiking import surrogate as _surrogate
 from spiking.kernels import common
+from spiking.neurons.base import TIME_CONSTANTS, set_time_constant
 
 # Stateless torch layers a converted stack may hold; applied per time step in both the peers
 # and spiking.Sequential (which folds time into the batch), so they are copied unchanged.
@@ -50,10 +51,14 @@ def taus_from_inverse(tau_inv, name: str, owner: str) -> torch.Tensor:
 
 
 def put(module: nn.Module, name: str, value: torch.Tensor, learn: bool) -> None:
-    """Replace ``module.<name>`` by ``value`` (exact copy), as a Parameter iff ``learn``."""
+    """Replace ``module.<name>`` by ``value`` (exact copy), as a Parameter iff ``learn`` (a
+    learnable time constant as the Parameter ``log_<name>``, see ``set_time_constant``)."""
     value = value.detach().clone()
     if not torch.isfinite(value).all() and not name.startswith("tau"):
         raise ValueError(f"{name} must be finite, got {value.flatten()[:3].tolist()}")
+    if name in TIME_CONSTANTS:
+        set_time_constant(module, name, value, learn)
+        return
     delattr(module, name)
     if learn:
         module.register_parameter(name, nn.Parameter(value))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spiking.kernels import common
 from spiking.kernels import li as K
-from spiking.neurons.base import Neuron, finite_param, time_constant
+from spiking.neurons.base import Neuron, finite_param, set_time_constant, time_constant
 from spiking.neurons.lif import compute_dtype
 
 
@@ -27,15 +27,10 @@ class LI(Neuron):
         shape = None if n_neurons is None else (int(n_neurons),)
         self.discretization = discretization
         self.normalize_input = bool(normalize_input)
-        for name, val in (("tau_mem", time_constant(tau_mem, "tau_mem", learn=learn_tau,
-                                                     shape=shape, allow_inf=True)),
-                          ("tau_syn", None if tau_syn is None else time_constant(
-                              tau_syn, "tau_syn", learn=learn_tau, shape=shape, allow_inf=True)),
-                          ("v_leak", finite_param(v_leak, "v_leak", learn=False))):
-            if learn_tau and name != "v_leak" and val is not None:
-                self.register_parameter(name, val)
-            else:
-                self.register_buffer(name, val)
+        for name, val in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
+            set_time_constant(self, name, None if val is None else time_constant(
+                val, name, learn=learn_tau, shape=shape, allow_inf=True), learn_tau)
+        self.register_buffer("v_leak", finite_param(v_leak, "v_leak", learn=False))
 
     def params(self, x) -> K.LIParams:
         dt = compute_dtype(x)

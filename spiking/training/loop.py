@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from spiking.neurons.base import LOG
 from spiking.training import checkpoint as ckpt
 from spiking.training import distributed as D
 from spiking.training.config import Config
@@ -75,6 +76,17 @@ def build_model(cfg: Config, data) -> torch.nn.Module:
     if cfg.model.lower() in MODELS_WITH_DT:
         kw.setdefault("dt", data.dt)
     return get_model(cfg.model, input_shape=data.input_shape, n_classes=data.n_classes, **kw)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: every parameter decays by ``weight_decay`` except learnable time constants
+    (``log_tau_*``), for which decay would pull every tau towards exp(0) = 1 s, a prior with no
+    meaning."""
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        (keep if name.rpartition(".")[2].startswith(LOG + "tau") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    return groups + [{"params": keep, "weight_decay": 0.0}] if keep else groups
 
 
 def make_scheduler(cfg: Config, opt, total_steps: int):
@@ -169,7 +181,7 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     core = model.module if info.enabled else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sampler = DistributedSampler(range(len(data.train)), num_replicas=info.world_size,
                                  rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False)
     steps = math.ceil(len(sampler) / local_bs)
@@ -178,7 +190,13 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
     history, start, best = [], 0, None
     if state is not None:
         core.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError as e:
+            raise ValueError(
+                f"cannot resume {run_dir}: its optimizer state does not fit this version's "
+                f"parameters ({e}); checkpoints of models with learnable time constants written "
+                f"before they were learnt in log space evaluate, but cannot resume") from None
         sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])

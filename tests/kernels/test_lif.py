@@ -129,7 +129,7 @@ def test_learnable_tau_and_threshold_get_gradients():
     x = torch.rand(40, 2, 6) * 1.5
     s, st = n(x)
     (s.sum() + st.v.sum()).backward()
-    assert n.tau_mem.grad is not None and n.tau_mem.grad.abs().sum() > 0
+    assert n.log_tau_mem.grad is not None and n.log_tau_mem.grad.abs().sum() > 0
     assert n.threshold.grad is not None and n.threshold.grad.abs().sum() > 0
     assert n.tau_mem.shape == (6,)
 

@@ -21,9 +21,10 @@ def test_shapes_activity_and_adaptive_neurons():
     assert all(isinstance(layer.neuron, ALIF) for layer in m.layers)
     assert m.layers[0].neuron.tau_adapt.shape == (16,)          # per-neuron, trainable
     assert m.layers[0].neuron.tau_adapt.requires_grad
+    assert m.layers[0].neuron.log_tau_adapt.shape == (16,)      # learnt in log space
     assert torch.all(m.layers[0].recurrent.weight.diagonal() == 0)  # no autapses
     logits.sum().backward()
-    assert m.layers[0].neuron.tau_mem.grad is not None
+    assert m.layers[0].neuron.log_tau_mem.grad is not None
 
 
 def test_run_equals_recurrent_layer_forward():
