@@ -54,10 +54,15 @@ def _epoch_of(path) -> int:
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, nmnist_root):  # noqa: F811
     epochs = 4
-    flags = dict(epochs=epochs, **{"max-train-samples": 96})
+    # learnable taus: their log_tau Parameters form a second AdamW group (no weight decay),
+    # so the resume also restores a multi-group optimizer
+    flags = dict(epochs=epochs, **{"max-train-samples": 96, "model-args": (
+        '{"channels": [4, 8], "dropout": 0.0, "backend": "reference", "learn_tau": true}')})
     run(spiking_cmd("train", *tiny_args(nmnist_root, tmp_path, "full", **flags)))
     full = ckpt.load(tmp_path / "full")
     assert full["epoch"] == epochs
+    assert any(k.endswith("log_tau_mem") for k in full["model"])
+    assert [g["weight_decay"] for g in full["optimizer"]["param_groups"]] == [1e-4, 0.0]
 
     proc = subprocess.Popen(spiking_cmd("train", *tiny_args(nmnist_root, tmp_path, "killed",
                                                             **flags)),
