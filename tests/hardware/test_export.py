@@ -37,6 +37,34 @@ def test_round_trip_file_identical_outputs(tmp_path):
         assert torch.equal(rec1[i], rec2[j])
 
 
+def test_learnt_time_constants_export_in_seconds_and_round_trip(tmp_path):
+    """Learnable taus are Parameters log_tau_*; the export writes tau = exp(log_tau) in seconds
+    and the re-imported (fixed-tau) model computes the same spikes."""
+    torch.manual_seed(3)
+    rec = Recurrent(spiking.ALIF(learn_tau=True, n_neurons=6, dt=1e-3), hidden_size=6,
+                    input_size=5)
+    m = spiking.Sequential(rec, nn.Linear(6, 3), spiking.LI(learn_tau=True, n_neurons=3))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "log_tau" in name:
+                p.add_(torch.randn_like(p) * 0.5)       # per-neuron taus, as after training
+    x = torch.rand(30, 2, 5) * 2
+    path = write_nir(m, x, tmp_path / "learnt.nir")
+    g = nir.read(path)
+    sub = [n for n in g.nodes.values() if isinstance(n, nir.NIRGraph)]
+    assert len(sub) == 1                                  # the Recurrent layer's subgraph
+    alif = sub[0].nodes["lif"]
+    li = [n for n in g.nodes.values() if isinstance(n, nir.LI)]
+    assert len(li) == 1
+    for got, want in ((alif.tau, rec.neuron.tau_mem), (li[0].tau, m[2].tau_mem),
+                      (alif.metadata["spiking_tau_adapt"], rec.neuron.tau_adapt)):
+        np.testing.assert_allclose(np.asarray(got), want.detach().double().numpy(), rtol=1e-12)
+    assert len(set(np.round(np.asarray(alif.tau), 9))) == 6   # really per-neuron values
+    m2 = from_nir(path)
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], m2(x)[0])
+
+
 def test_lif_parameters_follow_nir_equations():
     dt, tau = 1e-3, 10e-3
     for disc, norm in (("exp", False), ("exp", True), ("euler", False)):
