@@ -16,7 +16,7 @@ _FLAGS = {
     "epochs": (int, "training epochs"),
     "batch_size": (int, "global batch size (split over torchrun processes)"),
     "lr": (float, "peak learning rate of AdamW"),
-    "weight_decay": (float, "AdamW weight decay"),
+    "weight_decay": (float, "AdamW weight decay (not applied to learnable time constants)"),
     "schedule": (str, f"learning-rate schedule: {', '.join(SCHEDULES)}"),
     "grad_clip": (float, "max gradient norm (0: no clipping)"),
     "n_time_bins": (int, "time bins per sample"),

@@ -41,7 +41,8 @@ def write_report(run_dir, summary: dict, history: list[dict]) -> Path:
         (f"| training time | {summary['train_time_s'] or 0:.1f} s on {summary['device']} "
         f"({summary['world_size']} process(es)) |"),
         "",
-        (f"Recipe: AdamW lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}, "
+        (f"Recipe: AdamW lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g} "
+        f"(none on learnable time constants), "
         f"{cfg['schedule']} schedule, batch {cfg['batch_size']}, {cfg['epochs']} epochs, "
         f"gradient clipping {cfg['grad_clip']:g}, seed {cfg['seed']}; model options "
         f"`{cfg['model_args']}`."),
