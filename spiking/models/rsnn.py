@@ -18,8 +18,8 @@ Default recipe (:data:`RECIPE`): 100 time bins over 1.4 s (dt = 14 ms; the binni
 spytorch SHD tutorial by Zenke & Cramer), two recurrent layers of 128 ALIF neurons (Yin et al.
 2021), per-neuron trainable ``tau_mem`` (init 20 ms, Bellec et al. 2018 / Yin et al. 2021) and
 ``tau_adapt`` (init 200 ms, Bellec et al. 2018), both learnt as their log (so they stay
-positive; see :func:`spiking.neurons.base.set_time_constant`), ``adapt_jump`` 0.12, dropout 0.1 (Bittar &
-Garner 2022 use 0.1 on SHD), batch normalisation of the feed-forward drive
+positive; see :func:`spiking.neurons.base.set_time_constant`), ``adapt_jump`` 0.12, dropout
+0.1 (Bittar & Garner 2022 use 0.1 on SHD), batch normalisation of the feed-forward drive
 (``input_norm="batchnorm"``, as in the sparch baselines of Bittar & Garner 2022), LI readout
 with ``tau = 20 ms`` and the max over time of the membrane (Cramer et al. 2020, the SHD
 paper), AdamW lr 2e-3 with OneCycle, batch 32, gradient clipping 1.0, random channel shifts of
