@@ -47,6 +47,11 @@ class Neuron(nn.Module):
                 return p.exp()
         return super().__getattr__(name)
 
+    def _init_time_constant(self, name: str, value, learn: bool, shape) -> None:
+        """Validate a constructor's time constant (None: absent) and store it."""
+        set_time_constant(self, name, None if value is None else time_constant(
+            value, name, learn=learn, shape=shape, allow_inf=True), learn)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before time constants were learnt in log space hold a learnable
         # <name> in seconds; a fixed-tau model may also load a learnt log_<name>. Convert either

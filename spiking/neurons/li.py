@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spiking.kernels import common
 from spiking.kernels import li as K
-from spiking.neurons.base import Neuron, finite_param, set_time_constant, time_constant
+from spiking.neurons.base import Neuron, finite_param
 from spiking.neurons.lif import compute_dtype
 
 
@@ -28,8 +28,7 @@ class LI(Neuron):
         self.discretization = discretization
         self.normalize_input = bool(normalize_input)
         for name, val in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
-            set_time_constant(self, name, None if val is None else time_constant(
-                val, name, learn=learn_tau, shape=shape, allow_inf=True), learn_tau)
+            self._init_time_constant(name, val, learn_tau, shape)
         self.register_buffer("v_leak", finite_param(v_leak, "v_leak", learn=False))
 
     def params(self, x) -> K.LIParams:

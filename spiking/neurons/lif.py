@@ -9,7 +9,7 @@ import torch
 from spiking import surrogate as _surrogate
 from spiking.kernels import common
 from spiking.kernels import lif as K
-from spiking.neurons.base import Neuron, finite_param, set_time_constant, time_constant
+from spiking.neurons.base import Neuron, finite_param
 
 # Defaults: dt = 1 ms, tau_mem = 10 ms, tau_syn = 5 ms are Norse's LIFParameters defaults
 # (norse/torch/functional/lif.py: tau_mem_inv = 1/1e-2, tau_syn_inv = 1/5e-3, v_th = 1).
@@ -46,14 +46,12 @@ class _LIFBase(Neuron):
         self.normalize_input = bool(normalize_input)
         self.discretization = discretization
         self.surrogate = _surrogate.get(surrogate, surrogate_alpha)
-        set_time_constant(self, "tau_mem", time_constant(
-            tau_mem, "tau_mem", learn=learn_tau, shape=shape, allow_inf=True), learn_tau)
+        # registration order = parameter order (optimizer state is matched by position)
+        self._init_time_constant("tau_mem", tau_mem, learn_tau, shape)
         self._set("threshold", finite_param(threshold, "threshold", learn=learn_threshold,
                                             shape=shape))
-        set_time_constant(self, "tau_syn", None if tau_syn is None else time_constant(
-            tau_syn, "tau_syn", learn=learn_tau, shape=shape, allow_inf=True), learn_tau)
-        set_time_constant(self, "tau_adapt", None if tau_adapt is None else time_constant(
-            tau_adapt, "tau_adapt", learn=learn_tau, shape=shape, allow_inf=True), learn_tau)
+        self._init_time_constant("tau_syn", tau_syn, learn_tau, shape)
+        self._init_time_constant("tau_adapt", tau_adapt, learn_tau, shape)
         self._set("adapt_jump", None if tau_adapt is None else finite_param(
             adapt_jump, "adapt_jump", learn=False, shape=shape))
         self._set("v_leak", finite_param(v_leak, "v_leak", learn=False))

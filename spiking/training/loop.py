@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
-from spiking.neurons.base import LOG
+from spiking.neurons.base import LOG, TIME_CONSTANTS
 from spiking.training import checkpoint as ckpt
 from spiking.training import distributed as D
 from spiking.training.config import Config
@@ -82,9 +82,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: every parameter decays by ``weight_decay`` except learnable time constants
     (``log_tau_*``), for which decay would pull every tau towards exp(0) = 1 s, a prior with no
     meaning."""
+    taus = {LOG + t for t in TIME_CONSTANTS}
     decay, keep = [], []
     for name, p in model.named_parameters():
-        (keep if name.rpartition(".")[2].startswith(LOG + "tau") else decay).append(p)
+        (keep if name.rpartition(".")[2] in taus else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     return groups + [{"params": keep, "weight_decay": 0.0}] if keep else groups
 
