@@ -4,7 +4,11 @@ Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step
 may first be sum-pooled over ``input_pool`` x ``input_pool`` pixels)::
 
     EGRULayer(I, H) -> Dropout -> EGRULayer(H, H) ... -> readout Linear(H, classes) applied to
-    the time-mean of the last layer's output events y (graded, 0 when silent)
+    the last layer's output events y (graded, 0 when silent), reduced over time
+
+``readout_reduce`` picks the reduction: ``"mean"`` (default; the logits of the time-mean of
+y), ``"max"`` (the per-step logits ``Linear(y[t])`` maxed over time, the readout Cramer et al.
+2020 use on SHD) or ``"last"`` (the logits of the last valid step).
 
 With ``input_norm="batchnorm"`` each layer's drive ``W x + b`` is batch-normalised over
 (time, batch) before the recurrence, as in :class:`spiking.models.rsnn.RSNN` (an affine map
@@ -32,7 +36,7 @@ from torch import nn
 
 from spiking import surrogate as _surrogate
 from spiking.kernels import egru as K
-from spiking.models.readout import ClassifierOutput
+from spiking.models.readout import REDUCTIONS, ClassifierOutput, readout_macs, time_readout
 from spiking.models.registry import register_model
 
 RECIPE = {"n_time_bins": 20, "epochs": 20, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4,
@@ -102,8 +106,13 @@ class EGRU(nn.Module):
     def __init__(self, input_shape, n_classes: int, hidden=(256,), *, threshold_init: float = 0.1,
                  dropout: float = 0.1, activity_reg: float = 0.0, surrogate: str = "triangle",
                  surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
-                 input_pool: int = 1, input_norm: str = "none", backend: str = "auto"):
+                 input_pool: int = 1, input_norm: str = "none", readout_reduce: str = "mean",
+                 backend: str = "auto"):
         super().__init__()
+        if readout_reduce not in REDUCTIONS:
+            raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
+                             f"{readout_reduce!r}")
+        self.readout_reduce = readout_reduce
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
         if input_pool < 1 or (input_pool > 1 and len(shape) != 3):
             raise ValueError(f"input_pool must be >= 1 and needs [C, H, W] inputs, got "
@@ -130,7 +139,6 @@ class EGRU(nn.Module):
         if tuple(x.shape[2:]) != self.input_shape:
             raise ValueError(f"EGRU expects [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
-        t = x.shape[0]
         h = self._inputs(x)
         activity = {}
         for k, layer in enumerate(self.layers):
@@ -139,12 +147,8 @@ class EGRU(nn.Module):
                 h = ActivityRegularizer.apply(h, self.activity_reg)
             activity[f"egru{k}"] = (h.detach() != 0).to(h.dtype)
             h = self.dropout(h)
-        if lengths is not None:
-            mask = (torch.arange(t, device=x.device)[:, None] < lengths.to(x.device)[None, :])
-            feat = (h * mask[..., None]).sum(0) / lengths.clamp(min=1).to(h)[:, None]
-        else:
-            feat = h.mean(0)
-        return ClassifierOutput(self.readout(feat), activity)
+        return ClassifierOutput(time_readout(self.readout, h, self.readout_reduce, lengths),
+                                activity)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The first layer's input ``[T, B, I]``: flattened, camera frames sum-pooled."""
@@ -163,7 +167,8 @@ class EGRU(nn.Module):
         event-driven figures: ``recurrent_macs_event`` (3H per event feeding a next step),
         ``spikes`` (all events); layer k > 0 reads layer k-1's events. With ``x`` the first
         layer's input events are counted too (``input_acs_event`` when ``x`` is binary,
-        ``input_macs_event`` otherwise). ``readout_macs_dense``: the linear readout."""
+        ``input_macs_event`` otherwise). ``readout_macs_dense``: the linear readout (once per
+        sample for the ``"mean"`` and ``"last"`` reductions, once per step for ``"max"``)."""
         if activity is None and output is not None:
             activity = output[1]
         total: dict[str, int] = {}
@@ -188,7 +193,7 @@ class EGRU(nn.Module):
                 total[key] = total.get(key, 0) + v
         if activity is not None:
             total["spikes"] = spikes
-        total["readout_macs_dense"] = b * self.readout.in_features * self.readout.out_features
+        total["readout_macs_dense"] = readout_macs(self.readout, self.readout_reduce, t, b)
         return total
 
 

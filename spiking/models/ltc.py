@@ -2,8 +2,9 @@
 
 Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step)::
 
-    Linear(I, sensory) [-> BatchNorm] -> [LTC | CfC] layer(s) -> time-mean of the outputs
-    -> Linear(., classes)
+    Linear(I, sensory) [-> BatchNorm] -> [LTC | CfC] layer(s) -> Linear(., classes) of the
+    outputs, reduced over time (``readout_reduce``: ``"mean"`` default, ``"max"`` over the
+    per-step logits, or ``"last"``; :func:`spiking.models.readout.time_readout`)
 
 ``input_norm="batchnorm"`` normalises the sensory projection over (time, batch) (an affine
 map in eval mode, foldable into the projection; not counted in ``op_counts``).
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from spiking.models.readout import ClassifierOutput
+from spiking.models.readout import REDUCTIONS, ClassifierOutput, readout_macs, time_readout
 from spiking.models.registry import register_model
 from spiking.neurons.ltc import LTC, CfC
 
@@ -110,8 +111,13 @@ class LTCNet(nn.Module):
                  inter_fanout: int = 4, recurrent_command: int = 6, motor_fanin: int = 4,
                  dt: float = 1e-3, ode_unfolds: int = 6, backbone_units: int = 64,
                  backbone_layers: int = 1, mode: str = "default", dropout: float = 0.0,
-                 input_norm: str = "none", seed: int = 0, backend: str = "auto"):
+                 input_norm: str = "none", readout_reduce: str = "mean", seed: int = 0,
+                 backend: str = "auto"):
         super().__init__()
+        if readout_reduce not in REDUCTIONS:
+            raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
+                             f"{readout_reduce!r}")
+        self.readout_reduce = readout_reduce
         if cell not in ("ltc", "cfc"):
             raise ValueError(f"cell must be 'ltc' or 'cfc', got {cell!r}")
         if wiring not in ("fc", "ncp"):
@@ -184,19 +190,14 @@ class LTCNet(nn.Module):
             h = self.norm(h.reshape(t * b, -1)).reshape(t, b, -1)
         for layer in self.layers:
             h, _ = layer(self.dropout(h), timespans=timespans)
-        if lengths is not None:
-            mask = torch.arange(t, device=x.device)[:, None] < lengths.to(x.device)[None, :]
-            feat = (h * mask[..., None]).sum(0) / lengths.clamp(min=1).to(h)[:, None]
-        else:
-            feat = h.mean(0)
-        return ClassifierOutput(self.readout(feat), {})
+        return ClassifierOutput(time_readout(self.readout, h, self.readout_reduce, lengths), {})
 
     def op_counts(self, t: int, b: int) -> dict:
         """Dense operations (these cells have no events): the layers' kernels' counts summed,
         the sensory projection and the readout."""
         total = {"sensory_macs_dense": t * b * self.sensory.in_features
                  * self.sensory.out_features,
-                 "readout_macs_dense": b * self.readout.in_features * self.readout.out_features}
+                 "readout_macs_dense": readout_macs(self.readout, self.readout_reduce, t, b)}
         x = torch.zeros(1, 1, self.sensory.out_features)
         for layer in self.layers:
             p = layer.params(x)

@@ -63,6 +63,23 @@ def reduce_time(v: torch.Tensor, reduce: str, lengths: torch.Tensor | None = Non
     return v[lengths - 1, torch.arange(v.shape[1], device=v.device)]
 
 
+def time_readout(linear: nn.Linear, h: torch.Tensor, reduce: str,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``[B, classes]`` of features ``h`` ``[T, B, F]`` through ``linear``, reduced over
+    time (``lengths`` masks padded steps). ``"mean"`` averages the features first (the same
+    logits as averaging per-step logits, the readout being affine); ``"last"`` reads the last
+    valid step; ``"max"`` maxes the per-step logits."""
+    if reduce == "max":
+        t, b = h.shape[:2]
+        return reduce_time(linear(h.reshape(t * b, -1)).reshape(t, b, -1), "max", lengths)
+    return linear(reduce_time(h, reduce, lengths))
+
+
+def readout_macs(linear: nn.Linear, reduce: str, t: int, b: int) -> int:
+    """Multiply-accumulates of :func:`time_readout` for ``t`` steps and batch ``b``."""
+    return (t if reduce == "max" else 1) * b * linear.in_features * linear.out_features
+
+
 class Readout(nn.Module):
     """``Linear(F, classes)`` followed by an LI membrane or a spike-count readout."""
 
