@@ -36,6 +36,7 @@ from torch import nn
 
 from spiking import surrogate as _surrogate
 from spiking.kernels import egru as K
+from spiking.models.pooling import pooled_size, sum_pool
 from spiking.models.readout import REDUCTIONS, ClassifierOutput, readout_macs, time_readout
 from spiking.models.registry import register_model
 
@@ -114,9 +115,6 @@ class EGRU(nn.Module):
                              f"{readout_reduce!r}")
         self.readout_reduce = readout_reduce
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
-        if input_pool < 1 or (input_pool > 1 and len(shape) != 3):
-            raise ValueError(f"input_pool must be >= 1 and needs [C, H, W] inputs, got "
-                             f"{input_pool!r} for input shape {shape}")
         self.input_pool = int(input_pool)
         hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
         if not hidden or min(hidden) < 1 or n_classes < 2:
@@ -124,8 +122,7 @@ class EGRU(nn.Module):
                              f"{n_classes}")
         self.input_shape = shape
         self.activity_reg = float(activity_reg)
-        n_in = math.prod(shape) if input_pool == 1 else (
-            shape[0] * (shape[1] // input_pool) * (shape[2] // input_pool))
+        n_in = pooled_size(shape, input_pool)
         sizes = [n_in, *hidden]
         self.layers = nn.ModuleList(
             EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
@@ -152,12 +149,8 @@ class EGRU(nn.Module):
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The first layer's input ``[T, B, I]``: flattened, camera frames sum-pooled."""
-        t, b = x.shape[:2]
-        h = x if x.is_floating_point() else x.float()
-        if self.input_pool > 1:  # sum-pool camera frames (event counts per pooled pixel)
-            p = self.input_pool
-            h = torch.nn.functional.avg_pool2d(h.reshape(t * b, *self.input_shape), p) * (p * p)
-        return h.reshape(t, b, -1)
+        return sum_pool(x if x.is_floating_point() else x.float(), self.input_shape,
+                        self.input_pool)
 
     def op_counts(self, t: int, b: int, activity: dict | None = None, *, output=None,
                   x: torch.Tensor | None = None) -> dict:

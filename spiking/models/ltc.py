@@ -6,8 +6,10 @@ Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step
     outputs, reduced over time (``readout_reduce``: ``"mean"`` default, ``"max"`` over the
     per-step logits, or ``"last"``; :func:`spiking.models.readout.time_readout`)
 
-``input_norm="batchnorm"`` normalises the sensory projection over (time, batch) (an affine
-map in eval mode, foldable into the projection; not counted in ``op_counts``).
+``input_pool=p`` first sums audio channels in groups of ``p`` (camera frames over ``p`` x ``p``
+pixels; :func:`spiking.models.pooling.sum_pool`). ``input_norm="batchnorm"`` normalises the
+sensory projection over (time, batch) (an affine map in eval mode, foldable into the
+projection; not counted in ``op_counts``).
 
 Wiring:
 
@@ -34,12 +36,12 @@ Irregular sampling: ``forward(x, timespans=...)`` passes the elapsed seconds of 
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from spiking.models.pooling import pooled_size, sum_pool
 from spiking.models.readout import REDUCTIONS, ClassifierOutput, readout_macs, time_readout
 from spiking.models.registry import register_model
 from spiking.neurons.ltc import LTC, CfC
@@ -111,8 +113,8 @@ class LTCNet(nn.Module):
                  inter_fanout: int = 4, recurrent_command: int = 6, motor_fanin: int = 4,
                  dt: float = 1e-3, ode_unfolds: int = 6, backbone_units: int = 64,
                  backbone_layers: int = 1, mode: str = "default", dropout: float = 0.0,
-                 input_norm: str = "none", readout_reduce: str = "mean", seed: int = 0,
-                 backend: str = "auto"):
+                 input_norm: str = "none", readout_reduce: str = "mean", input_pool: int = 1,
+                 seed: int = 0, backend: str = "auto"):
         super().__init__()
         if readout_reduce not in REDUCTIONS:
             raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
@@ -129,7 +131,8 @@ class LTCNet(nn.Module):
             raise ValueError(f"input_norm must be 'none' or 'batchnorm', got {input_norm!r}")
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(input_shape)
         self.input_shape, self.cell, self.wiring = shape, cell, wiring
-        self.sensory = nn.Linear(math.prod(shape), sensory)
+        self.input_pool = int(input_pool)
+        self.sensory = nn.Linear(pooled_size(shape, input_pool), sensory)
         # Optional batch normalisation of the sensory projection over (time, batch), as the
         # RSNN's ``input_norm``: sparse spike inputs reach the cells at unit scale.
         self.norm = nn.BatchNorm1d(sensory) if input_norm == "batchnorm" else None
@@ -185,7 +188,8 @@ class LTCNet(nn.Module):
             raise ValueError(f"LTCNet expects [T, B, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
         t, b = x.shape[:2]
-        h = self.sensory(x.reshape(t, b, -1).to(self.sensory.weight.dtype))
+        h = self.sensory(sum_pool(x.to(self.sensory.weight.dtype), self.input_shape,
+                                  self.input_pool))
         if self.norm is not None:
             h = self.norm(h.reshape(t * b, -1)).reshape(t, b, -1)
         for layer in self.layers:

@@ -141,3 +141,22 @@ def test_input_batchnorm_normalises_the_drive_and_folds_in_eval():
     torch.testing.assert_close(plain(x.double())[0], normed(x.double())[0])
     with pytest.raises(ValueError, match="input_norm"):
         EGRU(30, 3, input_norm="layer")
+
+
+def test_input_pool_sums_neighbouring_audio_channels():
+    from spiking.models.egru import sum_pool
+
+    x = torch.randint(0, 3, (4, 2, 7)).float()
+    got = sum_pool(x, (7,), 3)
+    want = torch.stack([x[..., 0:3].sum(-1), x[..., 3:6].sum(-1), x[..., 6]], -1)  # short last
+    assert torch.equal(got, want)
+    m = EGRU((700,), 20, hidden=[8], input_pool=5)
+    assert m.layers[0].input_size == 140
+    assert m(torch.rand(3, 2, 700))[0].shape == (2, 20)
+    frames = torch.rand(3, 2, 2, 4, 4)
+    pooled = sum_pool(frames, (2, 4, 4), 2)
+    assert pooled.shape == (3, 2, 8)
+    torch.testing.assert_close(pooled[..., 0], frames[:, :, 0, :2, :2].sum((-1, -2)))
+    for bad_pool, shape in ((0, (700,)), (2, (4, 5)), (1.5, (700,))):
+        with pytest.raises(ValueError, match="input_pool must be"):
+            EGRU(shape, 3, input_pool=bad_pool)

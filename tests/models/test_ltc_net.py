@@ -96,3 +96,18 @@ def test_input_batchnorm_folds_into_the_sensory_projection(cell):
     assert not torch.allclose(LTCNet(12, 3, **kw).double().eval()(x)[0], normed(x)[0])
     with pytest.raises(ValueError, match="input_norm"):
         LTCNet(12, 3, input_norm="layer")
+
+
+@pytest.mark.parametrize("cell", ["cfc", "ltc"])
+def test_input_pool_equals_feeding_pooled_channels(cell):
+    from spiking.models.pooling import sum_pool
+
+    torch.manual_seed(0)
+    pooled = LTCNet((700,), 4, cell=cell, units=6, sensory=5, ode_unfolds=2, input_pool=5)
+    assert pooled.sensory.in_features == 140
+    plain = LTCNet((140,), 4, cell=cell, units=6, sensory=5, ode_unfolds=2)
+    plain.load_state_dict(pooled.state_dict())
+    x = (torch.rand(6, 3, 700) < 0.05).float()
+    torch.testing.assert_close(pooled(x)[0], plain(sum_pool(x, (700,), 5))[0])
+    with pytest.raises(ValueError, match="input_pool must be"):
+        LTCNet((700,), 4, cell=cell, input_pool=0)
