@@ -46,6 +46,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spiking.models.pooling import sum_pool
 from spiking.models.readout import ClassifierOutput, Readout
 from spiking.models.recurrent import Recurrent
 from spiking.models.registry import register_model
@@ -166,9 +167,7 @@ class RSNN(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"RSNN expects [T, B, {self.input_size}], got {tuple(x.shape)}")
         activity = {}
-        h = x
-        if self.input_pool > 1:
-            h = h.reshape(*x.shape[:2], -1, self.input_pool).sum(-1)
+        h = sum_pool(x, (self.input_size,), self.input_pool)
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers), start=1):
             t, b = h.shape[:2]
             u = proj(h.reshape(t * b, -1))
