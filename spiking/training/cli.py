@@ -234,8 +234,9 @@ def add_parsers(sub) -> None:
     from spiking.models.registry import available_models
 
     p = sub.add_parser("train", help="train a model (single process or under torchrun)",
-                       description="Train a model. Precedence: model recipe < --config file < "
-                                   "flags. Under torchrun this runs DistributedDataParallel.")
+                       description="Train a model. Precedence: model recipe (with its "
+                                   "dataset-specific part, if any) < --config file < flags. "
+                                   "Under torchrun this runs DistributedDataParallel.")
     p.add_argument("--model", help=f"model name ({', '.join(available_models())}); "
                                    "default csnn")
     p.add_argument("--dataset", choices=DATASETS, help="dataset (default nmnist)")

@@ -1,9 +1,12 @@
 """Training configuration: one dataclass, filled from defaults, a model's recipe, a file, flags.
 
 Precedence (later wins): :class:`Config` defaults < the model's ``RECIPE`` (e.g.
-:data:`spiking.models.csnn.RECIPE`) < a TOML file (``tomllib``; YAML when PyYAML is installed)
-< command-line flags. Every value is checked by :meth:`Config.validate`, which raises
-``ValueError`` naming the bad key, its value and what was expected.
+:data:`spiking.models.csnn.RECIPE`) < the model module's ``DATASET_RECIPES[(model,
+dataset)]`` when it has one for the chosen dataset (e.g. the EGRU's audio recipe for
+``fsdd-shd``; ``model_args`` are merged key by key) < a TOML file (``tomllib``; YAML when
+PyYAML is installed) < command-line flags. Every value is checked by
+:meth:`Config.validate`, which raises ``ValueError`` naming the bad key, its value and what
+was expected.
 
 A config file holds the same keys as the flags (underscores), plus a ``[model_args]`` table::
 
@@ -124,12 +127,21 @@ class Config:
         return cls(**{k: (dict(v) if k == "model_args" else v) for k, v in d.items()})
 
 
-def recipe(model: str) -> dict:
-    """The documented default recipe of `model` (``{}`` for models without one)."""
+def recipe(model: str, dataset: str | None = None) -> dict:
+    """The documented default recipe of `model` (``{}`` for models without one), with the
+    module's ``DATASET_RECIPES[(model, dataset)]`` merged over it when `dataset` has one."""
     mod = RECIPES.get(model.lower())
     if mod is None:
         return {}
-    return json.loads(json.dumps(getattr(importlib.import_module(mod), "RECIPE", {})))
+    module = importlib.import_module(mod)
+    out = json.loads(json.dumps(getattr(module, "RECIPE", {})))
+    extra = getattr(module, "DATASET_RECIPES", {}).get((model.lower(), dataset))
+    for k, v in json.loads(json.dumps(extra or {})).items():
+        if k == "model_args":
+            out.setdefault("model_args", {}).update(v)
+        else:
+            out[k] = v
+    return out
 
 
 def read_file(path) -> dict:
@@ -169,8 +181,9 @@ def build(file: str | None = None, overrides: dict | None = None,
     from_file = read_file(file) if file else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = overrides.get("model") or from_file.get("model") or model or Config.model
+    dataset = overrides.get("dataset") or from_file.get("dataset") or Config.dataset
     merged: dict = {}
-    for layer in (recipe(name), from_file, overrides):
+    for layer in (recipe(name, dataset), from_file, overrides):
         for k, v in layer.items():
             if k == "model_args":
                 merged.setdefault("model_args", {}).update(v)

@@ -141,3 +141,36 @@ def test_validation_indices_are_stratified_seeded_and_never_empty():
     np.testing.assert_array_equal(a, validation_indices(y, 0.25, seed=1))
     assert not np.array_equal(a, validation_indices(y, 0.25, seed=2))
     assert len(validation_indices(y, 0.0, seed=1)) == 0
+
+
+def test_dataset_recipe_merges_over_the_model_recipe(tmp_path):
+    from spiking.models import egru
+
+    base = C.recipe("egru")
+    audio = C.recipe("egru", "fsdd-shd")
+    want = egru.DATASET_RECIPES[("egru", "fsdd-shd")]
+    assert audio["n_time_bins"] == want["n_time_bins"] != base["n_time_bins"]
+    assert audio["model_args"]["input_pool"] == want["model_args"]["input_pool"]
+    assert audio["weight_decay"] == base["weight_decay"]        # kept from RECIPE
+    assert C.recipe("egru", "digits") == base                    # no entry: the plain recipe
+    cfg = C.build(None, {"model": "egru", "dataset": "fsdd-shd", "lr": 1e-4})
+    assert cfg.lr == 1e-4 and cfg.n_time_bins == want["n_time_bins"]   # flags still win
+    assert cfg.model_args["readout_reduce"] == "max"
+    f = tmp_path / "c.toml"
+    f.write_text('model = "egru"\ndataset = "fsdd-shd"\n[model_args]\ndropout = 0.5\n')
+    cfg = C.build(f, {})
+    assert cfg.model_args["dropout"] == 0.5 and cfg.model_args["input_pool"] == 5
+    assert C.build(None, {"model": "egru", "dataset": "nmnist"}).augment_shift == 2
+
+
+@pytest.mark.parametrize("model,dataset", [
+    (m, d) for name in sorted(set(C.RECIPES.values()))
+    for (m, d) in getattr(__import__(name, fromlist=["_"]), "DATASET_RECIPES", {})])
+def test_every_dataset_recipe_is_a_valid_config_and_builds_its_model(model, dataset):
+    from spiking.models.registry import get_model
+
+    cfg = C.Config.from_dict({"model": model, "dataset": dataset, **C.recipe(model, dataset)})
+    cfg.validate()
+    shape = (2, 34, 34) if dataset == "nmnist" else (700,)
+    m = get_model(model, input_shape=shape, n_classes=10, **cfg.model_args)
+    assert m(torch.zeros(3, 2, *shape))[0].shape == (2, 10)
