@@ -1,7 +1,8 @@
 """EGRU network (Subramoney et al., ICLR 2023): stacked event-based GRU layers + linear readout.
 
 Architecture (``x`` ``[T, B, *input_shape]``, flattened to ``I`` inputs per step; camera frames
-may first be sum-pooled over ``input_pool`` x ``input_pool`` pixels)::
+may first be sum-pooled over ``input_pool`` x ``input_pool`` pixels, audio channels in groups
+of ``input_pool``; :func:`spiking.models.pooling.sum_pool`)::
 
     EGRULayer(I, H) -> Dropout -> EGRULayer(H, H) ... -> readout Linear(H, classes) applied to
     the last layer's output events y (graded, 0 when silent), reduced over time
@@ -164,7 +165,7 @@ class EGRU(nn.Module):
                                 activity)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The first layer's input ``[T, B, I]``: flattened, camera frames sum-pooled."""
+        """The first layer's input ``[T, B, I]``: flattened, sum-pooled by ``input_pool``."""
         return sum_pool(x if x.is_floating_point() else x.float(), self.input_shape,
                         self.input_pool)
 
