@@ -136,12 +136,17 @@ def recipe(model: str, dataset: str | None = None) -> dict:
     module = importlib.import_module(mod)
     out = json.loads(json.dumps(getattr(module, "RECIPE", {})))
     extra = getattr(module, "DATASET_RECIPES", {}).get((model.lower(), dataset))
-    for k, v in json.loads(json.dumps(extra or {})).items():
-        if k == "model_args":
-            out.setdefault("model_args", {}).update(v)
-        else:
-            out[k] = v
+    _merge(out, json.loads(json.dumps(extra or {})))
     return out
+
+
+def _merge(into: dict, layer: dict) -> None:
+    """Put ``layer``'s keys over ``into``; ``model_args`` are merged key by key."""
+    for k, v in layer.items():
+        if k == "model_args":
+            into.setdefault("model_args", {}).update(v)
+        else:
+            into[k] = v
 
 
 def read_file(path) -> dict:
@@ -184,10 +189,6 @@ def build(file: str | None = None, overrides: dict | None = None,
     dataset = overrides.get("dataset") or from_file.get("dataset") or Config.dataset
     merged: dict = {}
     for layer in (recipe(name, dataset), from_file, overrides):
-        for k, v in layer.items():
-            if k == "model_args":
-                merged.setdefault("model_args", {}).update(v)
-            else:
-                merged[k] = v
+        _merge(merged, layer)
     merged["model"] = name
     return Config.from_dict(merged).validate()
