@@ -111,6 +111,24 @@ def test_cpu_activity_levels_cover_sparse_and_dense():
 
 
 @pytest.mark.skipif(not CPU_OK, reason="numba is not available")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_backward_blocks_of_four_samples(threads):
+    """The backward takes a thread's samples four per pass (support dot products, dR events);
+    13 samples in one or two chunks exercise full passes and every remainder length."""
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} thread(s)")
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for theta in (-0.2, 0.3, 0.7):
+            _compare("cpu", (9, 13, 37), theta, torch.float64, K.EGRUParams.__new__.__defaults__[0])
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.skipif(not CPU_OK, reason="numba is not available")
 @pytest.mark.parametrize("name", ["atan", "fast_sigmoid", "sigmoid", "straight_through"])
 def test_cpu_other_surrogates(name):
     _compare("cpu", (7, 3, 11), 0.3, torch.float64, surrogate.get(name))

@@ -24,12 +24,19 @@ Backward (BPTT, reverse time, adjoints ``dc`` of ``c[t]``, ``gy`` of ``y[t]``):
     dR_u[:, j] += da_u y[t-1,j];  dR_z[:, j] += da_z r_j y[t-1,j];  dR_r[i, j] += da_r_i y[t-1,j]
 
 ``S[-1]`` is every unit (the gradient of the initial state ``y[-1]`` is dense). Cost: ``O(H)``
-elementwise + ``2H`` per unit of ``S[t-1]`` (rows of ``RT``) + ``4H`` per event (``q``, the rows of
-``R_r`` for ``R_r^T da_r``, ``dR``). The batch is split into one chunk per thread, time runs
-outside the chunk's samples so each row of ``RT`` is reused across them; each chunk accumulates
-its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys are vectorised (fastmath
-reassociation only, NaN/inf semantics kept), so float32 results differ from the reference by
-rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
+elementwise + ``2H`` per unit of ``S[t-1]`` (rows of ``RT``; this also gives ``q`` of the events,
+which lie in ``S``) + ``H`` per event (the rows of ``R_r`` for ``R_r^T da_r``), and ``dR``
+after the time loop (below). The batch is split into one chunk per thread, time runs outside
+the chunk's samples so each row of ``RT`` is reused across them: for row ``k`` the chunk's
+samples with ``k`` in ``S[t-1]`` are listed and taken four per pass (eight independent dot
+products sharing the loads of ``RT[k]``; one dot at a time is bound by the latency of its add
+chain). ``dR`` is a sparse (events) x dense product over the stored gate adjoints ``dwx``:
+``dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]``, built after the time loop in blocks of 4
+steps, per row ``j`` four events per pass (one load/store of the row per four events; scattering
+each event into the rows, in time order, streamed ``dR`` through the caches once per event).
+Each chunk accumulates its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys
+are vectorised (fastmath reassociation only, NaN/inf semantics kept), so float32 results differ
+from the reference by rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
 Memory kept for backward: ``c, y, u, r, z`` per unit-step (5 values).
 """
 
@@ -260,6 +267,12 @@ def _bwd_for(sid: int):
             dar = np.empty((nb, H), dt)
             q = np.empty((nb, H), dt)
             gr = np.empty((nb, H), dt)
+            s1v = np.empty((nb, H), dt)
+            lst = np.empty(nb, np.int64)
+            et = np.empty(4 * nb, np.int64)
+            eb = np.empty(4 * nb, np.int64)
+            cu = np.empty(4 * nb, dt)
+            cz = np.empty(4 * nb, dt)
             ins = np.empty((nb, H), np.bool_)
             act = np.empty((nb, H), np.int64)
             na = np.empty(nb, np.int64)
@@ -291,18 +304,71 @@ def _bwd_for(sid: int):
                     else:
                         for j in range(H):
                             d = cp[bb, j] - thr[j]
-                            ins[bb, j] = d > zero or surrogate_grad(d, sid, k1, k2, one, zero) != zero
-                # q_j = (R_z^T da_z)_j and the reset-gate adjoint, on events only
-                for j in range(H):
+                            gs = surrogate_grad(d, sid, k1, k2, one, zero)
+                            ins[bb, j] = d > zero or gs != zero
+                # dL/dy[t-1] on the support only (sparse BPTT): for each row k of RT, the
+                # samples with k in S[t-1], four at a time (eight independent dot products per
+                # pass: the loads of RT[k] are shared and the FMA chains do not wait on each
+                # other). s2 = (R_z^T da_z)_k is also q_k for the events (events lie in S).
+                for k in range(H):
+                    n = 0
                     for bb in range(nb):
-                        yj = yp[bb, j]
-                        if yj != zero:
-                            s = zero
-                            for i in range(H):
-                                s += rt[j, 2 * H + i] * daz[bb, i]
-                            q[bb, j] = s
-                            r = r_st[t, b0 + bb, j]
-                            dar[bb, j] = s * yj * r * (one - r)
+                        if ins[bb, k]:
+                            lst[n] = bb
+                            n += 1
+                        else:
+                            s1v[bb, k] = zero
+                            q[bb, k] = zero
+                    m = 0
+                    while m + 4 <= n:
+                        p1 = lst[m]
+                        p2 = lst[m + 1]
+                        p3 = lst[m + 2]
+                        p4 = lst[m + 3]
+                        a1 = zero
+                        a2 = zero
+                        a3 = zero
+                        a4 = zero
+                        e1 = zero
+                        e2 = zero
+                        e3 = zero
+                        e4 = zero
+                        for i in range(H):
+                            ru = rt[k, i]
+                            rz = rt[k, 2 * H + i]
+                            a1 += ru * dau[p1, i]
+                            a2 += ru * dau[p2, i]
+                            a3 += ru * dau[p3, i]
+                            a4 += ru * dau[p4, i]
+                            e1 += rz * daz[p1, i]
+                            e2 += rz * daz[p2, i]
+                            e3 += rz * daz[p3, i]
+                            e4 += rz * daz[p4, i]
+                        s1v[p1, k] = a1
+                        s1v[p2, k] = a2
+                        s1v[p3, k] = a3
+                        s1v[p4, k] = a4
+                        q[p1, k] = e1
+                        q[p2, k] = e2
+                        q[p3, k] = e3
+                        q[p4, k] = e4
+                        m += 4
+                    while m < n:
+                        p1 = lst[m]
+                        a1 = zero
+                        e1 = zero
+                        for i in range(H):
+                            a1 += rt[k, i] * dau[p1, i]
+                            e1 += rt[k, 2 * H + i] * daz[p1, i]
+                        s1v[p1, k] = a1
+                        q[p1, k] = e1
+                        m += 1
+                # the reset-gate adjoint, on events only
+                for bb in range(nb):
+                    for a in range(na[bb]):
+                        j = act[bb, a]
+                        r = r_st[t, b0 + bb, j]
+                        dar[bb, j] = q[bb, j] * yp[bb, j] * r * (one - r)
                 # gr = R_r^T da_r, non-zero da_r on events only: axpy over rows j of R_r (rw = R)
                 for bb in range(nb):
                     for k in range(H):
@@ -312,39 +378,69 @@ def _bwd_for(sid: int):
                         d = dar[bb, j]
                         for k in range(H):
                             gr[bb, k] += rw[H + j, k] * d
-                # dL/dy[t-1] on the support only (sparse BPTT); row k of RT reused over the chunk
-                for k in range(H):
-                    for bb in range(nb):
-                        if not ins[bb, k]:
-                            grec[bb, k] = zero
-                            continue
-                        s1 = zero
-                        for i in range(H):
-                            s1 += rt[k, i] * dau[bb, i]
-                        if yp[bb, k] != zero:
-                            s2 = q[bb, k]
+                for bb in range(nb):
+                    for k in range(H):
+                        if ins[bb, k]:
+                            grec[bb, k] = (s1v[bb, k] + r_st[t, b0 + bb, k] * q[bb, k]
+                                           + gr[bb, k] - dcur[bb, k])
                         else:
-                            s2 = zero
-                            for i in range(H):
-                                s2 += rt[k, 2 * H + i] * daz[bb, i]
-                        grec[bb, k] = s1 + r_st[t, b0 + bb, k] * s2 + gr[bb, k] - dcur[bb, k]
+                            grec[bb, k] = zero
                 for bb in range(nb):
                     b = b0 + bb
                     for i in range(H):
                         dwx[t, b, i] = dau[bb, i]
                         dwx[t, b, H + i] = dar[bb, i]
                         dwx[t, b, 2 * H + i] = daz[bb, i]
-                    for a in range(na[bb]):
-                        j = act[bb, a]
-                        yj = yp[bb, j]
-                        ryj = r_st[t, b, j] * yj
+            # dR from the stored gate adjoints (dwx) after the time loop: a sparse (events) x
+            # dense product, dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]. Per block of TB
+            # steps and row j, the block's events of unit j are listed, then added four per
+            # pass (one load/store of the row per four events); da_r is zero off the events.
+            TB = 4
+            for t0 in range(0, T, TB):
+                t1 = min(T, t0 + TB)
+                for j in range(H):
+                    n = 0
+                    for t in range(t0, t1):
+                        yy = y0 if t == 0 else y_st[t - 1]
+                        for bb in range(nb):
+                            b = b0 + bb
+                            yj = yy[b, j]
+                            if yj != zero:
+                                et[n] = t
+                                eb[n] = b
+                                cu[n] = yj
+                                cz[n] = r_st[t, b, j] * yj
+                                n += 1
+                    dr = drt[j]
+                    m = 0
+                    while m + 4 <= n:
+                        x1 = dwx[et[m], eb[m]]
+                        x2 = dwx[et[m + 1], eb[m + 1]]
+                        x3 = dwx[et[m + 2], eb[m + 2]]
+                        x4 = dwx[et[m + 3], eb[m + 3]]
+                        u1 = cu[m]
+                        u2 = cu[m + 1]
+                        u3 = cu[m + 2]
+                        u4 = cu[m + 3]
+                        for i in range(2 * H):
+                            dr[i] += x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
+                        z1 = cz[m]
+                        z2 = cz[m + 1]
+                        z3 = cz[m + 2]
+                        z4 = cz[m + 3]
                         for i in range(H):
-                            drt[j, i] += dau[bb, i] * yj
+                            k = 2 * H + i
+                            dr[k] += x1[k] * z1 + x2[k] * z2 + x3[k] * z3 + x4[k] * z4
+                        m += 4
+                    while m < n:
+                        x1 = dwx[et[m], eb[m]]
+                        u1 = cu[m]
+                        z1 = cz[m]
+                        for i in range(2 * H):
+                            dr[i] += x1[i] * u1
                         for i in range(H):
-                            drt[j, 2 * H + i] += daz[bb, i] * ryj
-                        for a2 in range(na[bb]):
-                            i = act[bb, a2]
-                            drt[j, H + i] += dar[bb, i] * yj
+                            dr[2 * H + i] += x1[2 * H + i] * z1
+                        m += 1
             for bb in range(nb):
                 for i in range(H):
                     dc0[b0 + bb, i] = dc[bb, i]
