@@ -19,6 +19,7 @@ _FLAGS = {
     "weight_decay": (float, "AdamW weight decay (not applied to learnable time constants)"),
     "schedule": (str, f"learning-rate schedule: {', '.join(SCHEDULES)}"),
     "grad_clip": (float, "max gradient norm (0: no clipping)"),
+    "label_smoothing": (float, "cross-entropy label smoothing in [0, 1) (default 0)"),
     "n_time_bins": (int, "time bins per sample"),
     "augment_shift": (int, "random translation: camera frames by N pixels, audio by N channels"),
     "max_train_samples": (int, "use a class-balanced subset of the training set"),

@@ -174,3 +174,21 @@ def test_every_dataset_recipe_is_a_valid_config_and_builds_its_model(model, data
     shape = (2, 34, 34) if dataset == "nmnist" else (700,)
     m = get_model(model, input_shape=shape, n_classes=10, **cfg.model_args)
     assert m(torch.zeros(3, 2, *shape))[0].shape == (2, 10)
+
+
+def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, capsys):
+    import spiking.training.loop as L
+
+    seen = {}
+
+    def fake_train(cfg=None, resume=None):
+        seen["cfg"] = cfg
+        return {"test_accuracy": 0.5, "n_test": 1, "test_loss": 1.0, "train_time_s": 0.0}
+
+    monkeypatch.setattr(L, "train", fake_train)
+    assert main(["train", "--model", "cfc", "--dataset", "fsdd-shd",
+                 "--label-smoothing", "0.1"]) == 0
+    assert seen["cfg"].label_smoothing == 0.1
+    assert main(["train", "--model", "cfc", "--label-smoothing", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "label_smoothing=1.5" in err and "[0, 1)" in err
