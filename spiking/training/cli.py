@@ -22,6 +22,8 @@ _FLAGS = {
     "label_smoothing": (float, "cross-entropy label smoothing in [0, 1) (default 0)"),
     "n_time_bins": (int, "time bins per sample"),
     "augment_shift": (int, "random translation: camera frames by N pixels, audio by N channels"),
+    "augment_dilate": (float, "random time stretch of each training sample by a factor in "
+                              "[1 - D, 1 + D] (log-uniform; default 0: off)"),
     "max_train_samples": (int, "use a class-balanced subset of the training set"),
     "max_test_samples": (int, "use a class-balanced subset of the test set"),
     "val_fraction": (float, "hold out this share of the training set (per class, seeded) as a "

@@ -54,6 +54,7 @@ class Config:
     label_smoothing: float = 0.0
     n_time_bins: int = 10
     augment_shift: int = 0         # random shift: frames by up to N pixels, audio N channels
+    augment_dilate: float = 0.0    # random time stretch by a factor in [1 - d, 1 + d]
     max_train_samples: int | None = None  # class-balanced subset (tests, demo)
     max_test_samples: int | None = None
     val_fraction: float = 0.0      # share of the training split held out for validation
@@ -105,6 +106,8 @@ class Config:
             raise bad("warmup_frac", "a number in [0, 1)")
         if not isinstance(self.augment_shift, int) or self.augment_shift < 0:
             raise bad("augment_shift", "an integer >= 0")
+        if not isinstance(self.augment_dilate, (int, float)) or not 0 <= self.augment_dilate < 1:
+            raise bad("augment_dilate", "a number in [0, 1)")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"one of {SCHEDULES}")
         if self.amp not in AMP_MODES:

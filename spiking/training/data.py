@@ -27,6 +27,7 @@ held in memory as one tensor (uint8 when every count fits), which is what makes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +47,15 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def batch(self, idx, device, augment_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx, device, augment_shift: int = 0,
+              augment_dilate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Time-first float batch ``[T, B, ...]`` and labels for sample indices `idx`."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         x = self.x[idx].to(torch.float32)
         if augment_shift:
             x = random_shift(x, augment_shift)
+        if augment_dilate:
+            x = random_dilate(x, augment_dilate)
         return x.transpose(0, 1).contiguous().to(device), self.y[idx].to(device)
 
 
@@ -90,6 +94,36 @@ def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     off = torch.randint(0, 2 * shift + 1, (b, 2))
     return torch.stack([pad[k, ..., off[k, 0]:off[k, 0] + h, off[k, 1]:off[k, 1] + w]
                         for k in range(b)])
+
+
+def random_dilate(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Stretch or compress each sample in time by a factor ``f`` drawn log-uniformly from
+    ``[1 - amount, 1 + amount]``: binned spikes ``[B, T, ...]`` (audio or camera frames).
+
+    The event-level form moves a spike at time ``t`` to ``f t`` (the "random_dilate"
+    augmentation of the EventProp SHD scripts of Nowotny, Turner & Knight, "Loss shaping
+    enhances exact gradient learning with EventProp in spiking neural networks", whose SHD
+    configurations use factors 0.9-1.1); on bins, input bin ``k`` (centre ``k + 1/2``) is added
+    to output bin ``floor(f (k + 1/2))``. Counts are kept (a compressed sample has bins that
+    merge, a stretched one empty bins) except those pushed past the last bin, which are
+    dropped. Uses the global torch RNG (saved in checkpoints).
+    """
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"augment_dilate must be in [0, 1), got {amount!r}")
+    if x.dim() < 2:
+        raise ValueError(f"augment_dilate needs binned samples [B, T, ...], got "
+                         f"{tuple(x.shape)}")
+    b, t = x.shape[:2]
+    lo, hi = math.log(1.0 - amount), math.log(1.0 + amount)
+    f = torch.exp(lo + (hi - lo) * torch.rand(b, dtype=torch.float64))
+    centre = torch.arange(t, dtype=torch.float64) + 0.5
+    dest = torch.floor(f[:, None] * centre[None, :]).long()            # [B, T]
+    keep = dest < t
+    flat = x.reshape(b, t, -1)
+    out = torch.zeros_like(flat)
+    src = flat * keep[:, :, None].to(flat.dtype)
+    out.scatter_add_(1, dest.clamp(max=t - 1)[:, :, None].expand_as(flat), src)
+    return out.reshape(x.shape)
 
 
 def balanced_subset(targets, n: int | None) -> np.ndarray:

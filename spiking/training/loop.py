@@ -230,7 +230,8 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        dynamic_ncols=True)
         for i in range(0, len(order), local_bs):
-            x, y = data.train.batch(order[i:i + local_bs], info.device, cfg.augment_shift)
+            x, y = data.train.batch(order[i:i + local_bs], info.device, cfg.augment_shift,
+                                    cfg.augment_dilate)
             with amp_ctx():
                 logits, act = unpack(model(x))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)

@@ -192,3 +192,29 @@ def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, cap
     assert main(["train", "--model", "cfc", "--label-smoothing", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "label_smoothing=1.5" in err and "[0, 1)" in err
+
+
+def test_random_dilate_moves_spikes_in_time_and_keeps_counts():
+    from spiking.training.data import random_dilate
+
+    torch.manual_seed(0)
+    x = torch.zeros(400, 50, 3)
+    x[:, 20, 1] = 2.0                    # one bin of two spikes, centre 20.5
+    x[:, 3, 0] = 1.0
+    y = random_dilate(x, 0.1)
+    assert torch.equal(y.sum((1, 2)), x.sum((1, 2)))   # nothing reaches the end: counts kept
+    pos = y[:, :, 1].argmax(1)
+    assert set(pos.tolist()) <= set(range(18, 23))     # floor(f * 20.5), f in [0.9, 1.1]
+    assert pos.min() < 20 < pos.max()                  # compressed and stretched samples
+    assert torch.equal(y[:, :, 2], x[:, :, 2])         # channels stay apart
+    assert torch.equal(random_dilate(x, 0.0), x)       # factor 1: identity
+    late = torch.zeros(200, 10, 2)
+    late[:, 9, 0] = 1.0                                 # the last bin: stretched ones drop out
+    out = random_dilate(late, 0.3)
+    assert 0 < out.sum() < late.sum()
+    frames = torch.rand(4, 6, 2, 5, 5)
+    assert random_dilate(frames, 0.2).shape == frames.shape
+    with pytest.raises(ValueError, match="augment_dilate"):
+        random_dilate(x, 1.0)
+    with pytest.raises(ValueError, match="augment_dilate=-0.1"):
+        C.Config(augment_dilate=-0.1).validate()
