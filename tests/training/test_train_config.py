@@ -187,8 +187,8 @@ def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, cap
 
     monkeypatch.setattr(L, "train", fake_train)
     assert main(["train", "--model", "cfc", "--dataset", "fsdd-shd",
-                 "--label-smoothing", "0.1"]) == 0
-    assert seen["cfg"].label_smoothing == 0.1
+                 "--label-smoothing", "0.05"]) == 0
+    assert seen["cfg"].label_smoothing == 0.05                     # the flag over the recipe
     assert main(["train", "--model", "cfc", "--label-smoothing", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "label_smoothing=1.5" in err and "[0, 1)" in err
