@@ -53,8 +53,8 @@ RECIPE = {"n_time_bins": 50, "epochs": 20, "batch_size": 32, "lr": 5e-3, "weight
 # CfC on SHD-format audio: the FSDD->SHD-format runs of benchmarks/RESULTS.md (issue 6,
 # "readout and pooling"): batch-normalised sensory drive, 128 units, max-over-time readout,
 # dropout 0.3, lr 2e-3 (5e-3 plateaued at ~60 % train accuracy), channel shifts of up to 8;
-# then ("label smoothing, longer schedule") label smoothing 0.1 and 60 epochs (seeds 0-2:
-# 83.9 -> 85.7 % mean; 40 epochs with smoothing 84.8 %).
+# then (RESULTS "Label smoothing, time dilation, longer schedule") label smoothing 0.1 and
+# 60 epochs (seeds 0-2: 83.9 -> 85.7 % mean; 40 epochs with smoothing 84.8 %).
 _CFC_AUDIO = {"n_time_bins": 50, "epochs": 60, "lr": 2e-3, "augment_shift": 8,
               "label_smoothing": 0.1,
               "model_args": {"units": 128, "sensory": 128, "backbone_units": 128,
