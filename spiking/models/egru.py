@@ -49,8 +49,11 @@ RECIPE = {"n_time_bins": 20, "epochs": 20, "batch_size": 32, "lr": 3e-3, "weight
 # N-MNIST: the setting of the 95 % row of benchmarks/RESULTS.md (issue 6, accuracy).
 # SHD-format audio: the FSDD->SHD-format runs of benchmarks/RESULTS.md (issue 6, "readout and
 # pooling"): two layers of 256, batch-normalised drive, 700 channels summed to 140,
-# max-over-time readout, dropout 0.3, channel shifts of up to 8, 45 epochs.
+# max-over-time readout, dropout 0.3, channel shifts of up to 8, 45 epochs; label smoothing
+# 0.1 (RESULTS "Label smoothing, time dilation, longer schedule": 84.2 -> 86.2 % mean of
+# seeds 0-1).
 _AUDIO = {"n_time_bins": 50, "epochs": 45, "lr": 3e-3, "augment_shift": 8,
+          "label_smoothing": 0.1,
           "model_args": {"hidden": [256, 256], "threshold_init": 0.1, "dropout": 0.3,
                          "input_norm": "batchnorm", "input_pool": 5, "readout_reduce": "max"}}
 DATASET_RECIPES = {
