@@ -313,12 +313,9 @@ def _bwd_for(sid: int):
                 for k in range(H):
                     n = 0
                     for bb in range(nb):
-                        if ins[bb, k]:
+                        if ins[bb, k]:  # off S, s1v and q are never read
                             lst[n] = bb
                             n += 1
-                        else:
-                            s1v[bb, k] = zero
-                            q[bb, k] = zero
                     m = 0
                     while m + 4 <= n:
                         p1 = lst[m]
