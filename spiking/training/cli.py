@@ -24,6 +24,8 @@ _FLAGS = {
     "augment_shift": (int, "random translation: camera frames by N pixels, audio by N channels"),
     "augment_dilate": (float, "random time stretch of each training sample by a factor in "
                               "[1 - D, 1 + D] (log-uniform; default 0: off)"),
+    "augment_blend": (float, "share P of training samples blended with a random sample of "
+                             "their class (time-aligned, half of each one's spikes; default 0)"),
     "max_train_samples": (int, "use a class-balanced subset of the training set"),
     "max_test_samples": (int, "use a class-balanced subset of the test set"),
     "val_fraction": (float, "hold out this share of the training set (per class, seeded) as a "

@@ -55,6 +55,7 @@ class Config:
     n_time_bins: int = 10
     augment_shift: int = 0         # random shift: frames by up to N pixels, audio N channels
     augment_dilate: float = 0.0    # random time stretch by a factor in [1 - d, 1 + d]
+    augment_blend: float = 0.0     # share of samples blended with another of their class
     max_train_samples: int | None = None  # class-balanced subset (tests, demo)
     max_test_samples: int | None = None
     val_fraction: float = 0.0      # share of the training split held out for validation
@@ -108,6 +109,8 @@ class Config:
             raise bad("augment_shift", "an integer >= 0")
         if not isinstance(self.augment_dilate, (int, float)) or not 0 <= self.augment_dilate < 1:
             raise bad("augment_dilate", "a number in [0, 1)")
+        if not isinstance(self.augment_blend, (int, float)) or not 0 <= self.augment_blend <= 1:
+            raise bad("augment_blend", "a number in [0, 1] (share of training samples)")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"one of {SCHEDULES}")
         if self.amp not in AMP_MODES:

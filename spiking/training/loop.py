@@ -231,7 +231,7 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
                        dynamic_ncols=True)
         for i in range(0, len(order), local_bs):
             x, y = data.train.batch(order[i:i + local_bs], info.device, cfg.augment_shift,
-                                    cfg.augment_dilate)
+                                    cfg.augment_dilate, cfg.augment_blend)
             with amp_ctx():
                 logits, act = unpack(model(x))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)

@@ -218,3 +218,66 @@ def test_random_dilate_moves_spikes_in_time_and_keeps_counts():
         random_dilate(x, 1.0)
     with pytest.raises(ValueError, match="augment_dilate=-0.1"):
         C.Config(augment_dilate=-0.1).validate()
+
+
+def test_random_blend_mixes_time_aligned_samples_of_the_same_class():
+    from spiking.training.data import Split, _time_centre, random_blend
+
+    torch.manual_seed(0)
+    n, t = 40, 30
+    x = torch.zeros(n, t, 4)
+    y = torch.arange(n) % 2
+    for i in range(n):                  # class c fires on channel c (+ channel 2 or 3 by
+        start = 2 + (i * 7) % 20        # sample parity of i // 2) at a sample's own time
+        x[i, start:start + 4, int(y[i])] = 3.0
+        x[i, start + 1, 2 + (i // 2) % 2] = 2.0
+    pool = Split(x.to(torch.uint8), y)
+    out = random_blend(x, y, pool, 1.0)
+    assert out.shape == x.shape and torch.equal(out, out.round()) and out.min() >= 0
+    for c in (0, 1):                    # the partner is of the same class: no spike of the
+        assert out[y == c, :, 1 - c].sum() == 0                       # other class's channel
+    assert (out[:, :, 2] > 0).any(1).sum() > 0 and (out[:, :, 3] > 0).any(1).sum() > 0
+    mixed = ((out[:, :, 2] > 0).any(1) & (out[:, :, 3] > 0).any(1)).sum()
+    assert mixed > 0                    # spikes of two different samples in one
+    # time-aligned: the blend's spikes stay within the original's 4-bin support (+- 1 bin
+    # for centres that round) and its centre of mass stays put
+    support = (x.sum(2) > 0)
+    near = support | torch.roll(support, 1, 1) | torch.roll(support, -1, 1)
+    assert out.sum(2)[~near].sum() == 0
+    assert torch.allclose(_time_centre(out), _time_centre(x), atol=1.0)
+    # binomial halves of both: on average the spike count of one sample
+    ratio = out.sum() / x.sum()
+    assert 0.9 < ratio < 1.1, ratio
+    assert torch.equal(random_blend(x, y, pool, 0.0), x)
+    some = random_blend(x, y, pool, 0.5)
+    changed = (some != x).flatten(1).any(1).sum()
+    assert 5 < changed < 35, changed
+    with pytest.raises(ValueError, match="augment_blend"):
+        random_blend(x, y, pool, 1.5)
+    with pytest.raises(ValueError, match="augment_blend=2"):
+        C.Config(augment_blend=2).validate()
+
+
+def test_augment_blend_flag_reaches_the_batches(monkeypatch, capsys):
+    import spiking.training.loop as L
+    from spiking.training.data import Split
+
+    seen = {}
+
+    def fake_train(cfg=None, resume=None):
+        seen["cfg"] = cfg
+        return {"test_accuracy": 0.5, "n_test": 1, "test_loss": 1.0, "train_time_s": 0.0}
+
+    monkeypatch.setattr(L, "train", fake_train)
+    assert main(["train", "--model", "egru", "--dataset", "fsdd-shd",
+                 "--augment-blend", "0.25"]) == 0
+    assert seen["cfg"].augment_blend == 0.25
+    assert main(["train", "--model", "egru", "--augment-blend", "-1"]) == 2
+    assert "augment_blend=-1" in capsys.readouterr().err
+    torch.manual_seed(1)
+    x = (torch.rand(8, 12, 5) < 0.3).to(torch.uint8) * 3
+    split = Split(x, torch.tensor([0, 1] * 4))
+    plain, _ = split.batch(range(8), "cpu")
+    mixed, y = split.batch(range(8), "cpu", augment_blend=1.0)
+    assert plain.shape == mixed.shape == (12, 8, 5) and torch.equal(y, split.y)
+    assert torch.equal(plain, x.transpose(0, 1).float()) and not torch.equal(mixed, plain)
