@@ -139,3 +139,58 @@ def test_trained_rsnn_exports_to_nir_and_back():
         out_back, _ = back(x)
     assert m(x)[1]["rec1"].sum() > 0
     torch.testing.assert_close(out_back, out, rtol=0, atol=1e-9)
+
+
+def test_rate_bound_gradient_is_that_of_the_penalty():
+    from spiking.models.rsnn import RateBound
+
+    torch.manual_seed(0)
+    s = (torch.rand(9, 4, 6) < torch.linspace(0.05, 0.9, 6)).float()
+    g = torch.randn(9, 4, 6)
+    a = s.clone().requires_grad_()
+    (RateBound.apply(a, 0.7, 0.3) * g).sum().backward()
+    b = s.clone().requires_grad_()
+    rate = b.mean((0, 1))
+    ((b * g).sum() + 0.7 * torch.clamp(rate - 0.3, min=0).pow(2).sum()).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    low = s.mean((0, 1)) <= 0.3
+    assert low.any() and (~low).any()
+    assert torch.equal(a.grad[:, :, low], g[:, :, low])       # units under the bound: untouched
+    assert torch.all(a.grad[:, :, ~low] > g[:, :, ~low])       # the others pushed down
+    with pytest.raises(ValueError, match="rate_max"):
+        RSNN(20, 4, hidden=(8,), rate_reg=1.0, rate_max=1.5)
+
+
+def test_rate_reg_quiets_units_firing_above_the_bound():
+    # a network driven to fire on most steps; training on the regulariser alone (the loss
+    # itself has zero gradient) must bring the rates down towards the bound, and only in
+    # training mode
+    torch.manual_seed(0)
+    x = spikes(t=30, b=8, c=20, p=0.5)
+
+    def rates(m):
+        m.eval()
+        with torch.no_grad():
+            return torch.stack([m(x).activity[k].mean((0, 1)) for k in ("rec1",)])
+
+    def net(reg):
+        torch.manual_seed(1)
+        m = RSNN(20, 4, hidden=(16,), threshold=0.2, rate_reg=reg, rate_max=0.1, dropout=0.0)
+        with torch.no_grad():
+            m.inputs[0].bias.fill_(0.5)
+        return m
+
+    start = rates(net(1.0))
+    assert start.mean() > 0.4
+    out = {}
+    for reg in (0.0, 1.0):
+        m = net(reg)
+        opt = torch.optim.SGD(m.parameters(), lr=2.0)
+        for _ in range(30):
+            m.train()
+            opt.zero_grad()
+            (m(x).logits.sum() * 0.0).backward()
+            opt.step()
+        out[reg] = rates(m)
+    assert torch.equal(out[0.0], start)                  # no regulariser: nothing moves
+    assert out[1.0].mean() < 0.5 * start.mean(), (start.mean(), out[1.0].mean())
