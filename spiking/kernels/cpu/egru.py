@@ -25,15 +25,20 @@ Backward (BPTT, reverse time, adjoints ``dc`` of ``c[t]``, ``gy`` of ``y[t]``):
 
 ``S[-1]`` is every unit (the gradient of the initial state ``y[-1]`` is dense). Cost: ``O(H)``
 elementwise + ``2H`` per unit of ``S[t-1]`` (rows of ``RT``; this also gives ``q`` of the events,
-which lie in ``S``) + ``H`` per event (the rows of ``R_r`` for ``R_r^T da_r``), and ``dR``
-after the time loop (below). The batch is split into one chunk per thread, time runs outside
+which lie in ``S``) + ``H`` per event (the rows of ``R_r`` for ``R_r^T da_r``) + ``3H`` per
+event for ``dR`` (below). The batch is split into one chunk per thread, time runs outside
 the chunk's samples so each row of ``RT`` is reused across them: for row ``k`` the chunk's
-samples with ``k`` in ``S[t-1]`` are listed and taken four per pass (eight independent dot
-products sharing the loads of ``RT[k]``; one dot at a time is bound by the latency of its add
-chain). ``dR`` is a sparse (events) x dense product over the stored gate adjoints ``dwx``:
-``dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]``, built after the time loop in blocks of 4
-steps, per row ``j`` four events per pass (one load/store of the row per four events; scattering
-each event into the rows, in time order, streamed ``dR`` through the caches once per event).
+samples with ``k`` in ``S[t-1]`` are listed (branch-free from flags stored unit-major: about
+half of the samples are in, so a branch would be mispredicted half of the time) and taken
+four per pass (eight independent dot products sharing the loads of ``RT[k]``; one dot at a
+time is bound by the latency of its add chain). ``dR`` is a sparse (events) x dense product
+over the gate adjoints ``dwx``: ``dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]``. As the
+reverse loop meets the events it lists them per unit ``j``; every 4 steps (when ``t`` is a
+multiple of 4) it adds the listed block to the rows ``dR^T[j]``, four events per pass (one
+load/store of the row per four events), while the block's rows of ``dwx`` are still in cache.
+(Scattering each event into the rows in time order streamed ``dR`` through the caches once per
+event; listing a block's events by scanning ``y`` column-wise after the loop cost a strided,
+mispredicted branch per unit-step.)
 Each chunk accumulates its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys
 are vectorised (fastmath reassociation only, NaN/inf semantics kept), so float32 results differ
 from the reference by rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
@@ -269,11 +274,15 @@ def _bwd_for(sid: int):
             gr = np.empty((nb, H), dt)
             s1v = np.empty((nb, H), dt)
             lst = np.empty(nb, np.int64)
-            et = np.empty(4 * nb, np.int64)
-            eb = np.empty(4 * nb, np.int64)
-            cu = np.empty(4 * nb, dt)
-            cz = np.empty(4 * nb, dt)
-            ins = np.empty((nb, H), np.bool_)
+            TB = 4
+            # the events of the current block of TB steps, listed per unit j: step, sample,
+            # y[t-1, j] and r[t, j] y[t-1, j] (at most TB * nb per unit)
+            lt = np.empty((H, TB * nb), np.int32)
+            lb = np.empty((H, TB * nb), np.int32)
+            lu = np.empty((H, TB * nb), dt)
+            lz = np.empty((H, TB * nb), dt)
+            cnt = np.zeros(H, np.int64)
+            ins = np.empty((H, nb), np.uint8)  # 1 if unit j of sample bb is in S[t-1]
             act = np.empty((nb, H), np.int64)
             na = np.empty(nb, np.int64)
             for t in range(T - 1, -1, -1):
@@ -298,24 +307,32 @@ def _bwd_for(sid: int):
                         dc[bb, i] = dci * (one - u)
                     # events at t-1 and the backward support S[t-1] (every unit at t = 0)
                     na[bb] = _events(yp[bb], act[bb], zero)
+                    for a in range(na[bb]):
+                        j = act[bb, a]
+                        m = cnt[j]
+                        yj = yp[bb, j]
+                        lt[j, m] = t
+                        lb[j, m] = b
+                        lu[j, m] = yj
+                        lz[j, m] = r_st[t, b, j] * yj
+                        cnt[j] = m + 1
                     if t == 0:
                         for j in range(H):
-                            ins[bb, j] = True
+                            ins[j, bb] = 1
                     else:
                         for j in range(H):
                             d = cp[bb, j] - thr[j]
                             gs = surrogate_grad(d, sid, k1, k2, one, zero)
-                            ins[bb, j] = d > zero or gs != zero
+                            ins[j, bb] = 1 if (d > zero or gs != zero) else 0
                 # dL/dy[t-1] on the support only (sparse BPTT): for each row k of RT, the
                 # samples with k in S[t-1], four at a time (eight independent dot products per
                 # pass: the loads of RT[k] are shared and the FMA chains do not wait on each
                 # other). s2 = (R_z^T da_z)_k is also q_k for the events (events lie in S).
                 for k in range(H):
                     n = 0
-                    for bb in range(nb):
-                        if ins[bb, k]:  # off S, s1v and q are never read
-                            lst[n] = bb
-                            n += 1
+                    for bb in range(nb):  # branch-free: about half of the samples are in
+                        lst[n] = bb       # (off S, s1v and q are never read)
+                        n += ins[k, bb]
                     m = 0
                     while m + 4 <= n:
                         p1 = lst[m]
@@ -377,7 +394,7 @@ def _bwd_for(sid: int):
                             gr[bb, k] += rw[H + j, k] * d
                 for bb in range(nb):
                     for k in range(H):
-                        if ins[bb, k]:
+                        if ins[k, bb]:
                             grec[bb, k] = (s1v[bb, k] + r_st[t, b0 + bb, k] * q[bb, k]
                                            + gr[bb, k] - dcur[bb, k])
                         else:
@@ -388,56 +405,44 @@ def _bwd_for(sid: int):
                         dwx[t, b, i] = dau[bb, i]
                         dwx[t, b, H + i] = dar[bb, i]
                         dwx[t, b, 2 * H + i] = daz[bb, i]
-            # dR from the stored gate adjoints (dwx) after the time loop: a sparse (events) x
-            # dense product, dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]. Per block of TB
-            # steps and row j, the block's events of unit j are listed, then added four per
-            # pass (one load/store of the row per four events); da_r is zero off the events.
-            TB = 4
-            for t0 in range(0, T, TB):
-                t1 = min(T, t0 + TB)
-                for j in range(H):
-                    n = 0
-                    for t in range(t0, t1):
-                        yy = y0 if t == 0 else y_st[t - 1]
-                        for bb in range(nb):
-                            b = b0 + bb
-                            yj = yy[b, j]
-                            if yj != zero:
-                                et[n] = t
-                                eb[n] = b
-                                cu[n] = yj
-                                cz[n] = r_st[t, b, j] * yj
-                                n += 1
-                    dr = drt[j]
-                    m = 0
-                    while m + 4 <= n:
-                        x1 = dwx[et[m], eb[m]]
-                        x2 = dwx[et[m + 1], eb[m + 1]]
-                        x3 = dwx[et[m + 2], eb[m + 2]]
-                        x4 = dwx[et[m + 3], eb[m + 3]]
-                        u1 = cu[m]
-                        u2 = cu[m + 1]
-                        u3 = cu[m + 2]
-                        u4 = cu[m + 3]
-                        for i in range(2 * H):
-                            dr[i] += x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
-                        z1 = cz[m]
-                        z2 = cz[m + 1]
-                        z3 = cz[m + 2]
-                        z4 = cz[m + 3]
-                        for i in range(H):
-                            k = 2 * H + i
-                            dr[k] += x1[k] * z1 + x2[k] * z2 + x3[k] * z3 + x4[k] * z4
-                        m += 4
-                    while m < n:
-                        x1 = dwx[et[m], eb[m]]
-                        u1 = cu[m]
-                        z1 = cz[m]
-                        for i in range(2 * H):
-                            dr[i] += x1[i] * u1
-                        for i in range(H):
-                            dr[2 * H + i] += x1[2 * H + i] * z1
-                        m += 1
+                # dR of the block of TB steps that starts here, while its rows of dwx are
+                # still in cache: dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t] over the
+                # block's events of unit j, four per pass (one load/store of the row per four
+                # events); da_r is zero off the events
+                if t % TB == 0:
+                    for j in range(H):
+                        n = cnt[j]
+                        cnt[j] = 0
+                        dr = drt[j]
+                        m = 0
+                        while m + 4 <= n:
+                            x1 = dwx[lt[j, m], lb[j, m]]
+                            x2 = dwx[lt[j, m + 1], lb[j, m + 1]]
+                            x3 = dwx[lt[j, m + 2], lb[j, m + 2]]
+                            x4 = dwx[lt[j, m + 3], lb[j, m + 3]]
+                            u1 = lu[j, m]
+                            u2 = lu[j, m + 1]
+                            u3 = lu[j, m + 2]
+                            u4 = lu[j, m + 3]
+                            for i in range(2 * H):
+                                dr[i] += x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
+                            z1 = lz[j, m]
+                            z2 = lz[j, m + 1]
+                            z3 = lz[j, m + 2]
+                            z4 = lz[j, m + 3]
+                            for i in range(H):
+                                k = 2 * H + i
+                                dr[k] += x1[k] * z1 + x2[k] * z2 + x3[k] * z3 + x4[k] * z4
+                            m += 4
+                        while m < n:
+                            x1 = dwx[lt[j, m], lb[j, m]]
+                            u1 = lu[j, m]
+                            z1 = lz[j, m]
+                            for i in range(2 * H):
+                                dr[i] += x1[i] * u1
+                            for i in range(H):
+                                dr[2 * H + i] += x1[2 * H + i] * z1
+                            m += 1
             for bb in range(nb):
                 for i in range(H):
                     dc0[b0 + bb, i] = dc[bb, i]
@@ -472,13 +477,13 @@ class _EGRUFunction(torch.autograd.Function):
         fwd(_np(wx), rt.numpy(), thr_c.numpy(), c0c.numpy(), y0c.numpy(), y_out.numpy(),
              c_out.numpy(), u_out.numpy(), r_out.numpy(), z_out.numpy())
         CALLS["fwd"] += 1
-        ctx.save_for_backward(rt, thr_c, c0c, y0c, c_out, y_out, u_out, r_out, z_out)
+        ctx.save_for_backward(rt, weight_hh, thr_c, c0c, y0c, c_out, y_out, u_out, r_out, z_out)
         ctx.cfg = (sid, k1, k2, damp, weight_hh.dtype, thr.dtype)
         return y_out, c_out
 
     @staticmethod
     def backward(ctx, gy, gc):
-        rt, thr, c0, y0, c_st, y_st, u_st, r_st, z_st = ctx.saved_tensors
+        rt, weight_hh, thr, c0, y0, c_st, y_st, u_st, r_st, z_st = ctx.saved_tensors
         sid, k1, k2, damp, w_dtype, thr_dtype = ctx.cfg
         dt = c_st.dtype
         gy = torch.zeros_like(y_st) if gy is None else gy.to(dt).contiguous()
@@ -490,13 +495,13 @@ class _EGRUFunction(torch.autograd.Function):
         dthr = torch.zeros((nchunk, h), dtype=dt)
         dc0, dy0 = torch.empty((b, h), dtype=dt), torch.empty((b, h), dtype=dt)
         cast = np.dtype(str(dt).replace("torch.", "")).type
-        rw = rt.t().contiguous()
+        rw = weight_hh.detach().to(dt).contiguous()  # R [3H, H] (no copy when it is already)
         _bwd_for(sid)(gy.numpy(), gc.numpy(), rt.numpy(), rw.numpy(), thr.numpy(), c0.numpy(),
                       y0.numpy(), c_st.numpy(), y_st.numpy(), u_st.numpy(), r_st.numpy(),
                       z_st.numpy(), cast(k1), cast(k2), cast(damp), dwx.numpy(), drt.numpy(),
                       dthr.numpy(), dc0.numpy(), dy0.numpy())
         CALLS["bwd"] += 1
-        dw = drt.sum(0).t().to(w_dtype)
+        dw = (drt[0] if nchunk == 1 else drt.sum(0)).t().to(w_dtype)
         return dwx, dw, dthr.sum(0).to(thr_dtype), dc0, dy0, None, None, None, None
 
 
