@@ -25,23 +25,22 @@ Backward (BPTT, reverse time, adjoints ``dc`` of ``c[t]``, ``gy`` of ``y[t]``):
 
 ``S[-1]`` is every unit (the gradient of the initial state ``y[-1]`` is dense). Cost: ``O(H)``
 elementwise + ``2H`` per unit of ``S[t-1]`` (rows of ``RT``; this also gives ``q`` of the events,
-which lie in ``S``) + ``H`` per event (the rows of ``R_r`` for ``R_r^T da_r``) + ``3H`` per
-event for ``dR`` (below). The batch is split into one chunk per thread, time runs outside
-the chunk's samples so each row of ``RT`` is reused across them: for row ``k`` the chunk's
-samples with ``k`` in ``S[t-1]`` are listed (branch-free from flags stored unit-major: about
-half of the samples are in, so a branch would be mispredicted half of the time) and taken
-four per pass (eight independent dot products sharing the loads of ``RT[k]``; one dot at a
-time is bound by the latency of its add chain). ``dR`` is a sparse (events) x dense product
-over the gate adjoints ``dwx``: ``dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]``. As the
-reverse loop meets the events it lists them per unit ``j``; every 4 steps (when ``t`` is a
-multiple of 4) it adds the listed block to the rows ``dR^T[j]``, four events per pass (one
-load/store of the row per four events), while the block's rows of ``dwx`` are still in cache.
-(Scattering each event into the rows in time order streamed ``dR`` through the caches once per
-event; listing a block's events by scanning ``y`` column-wise after the loop cost a strided,
-mispredicted branch per unit-step.)
-Each chunk accumulates its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys
-are vectorised (fastmath reassociation only, NaN/inf semantics kept), so float32 results differ
-from the reference by rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
+which lie in ``S``) + ``H`` per event (the rows of ``R_r`` for ``R_r^T da_r``, two events per pass)
++ ``3H`` per event for ``dR`` (below). The batch is split into one chunk per thread, time runs
+outside the chunk's samples so each row of ``RT`` is reused across them: for row ``k`` the chunk's
+samples with ``k`` in ``S[t-1]`` are listed (branch-free from flags stored unit-major: about half
+of the samples are in, so a branch would be mispredicted half of the time) and taken four per pass
+(eight independent dot products sharing the loads of ``RT[k]``; one dot at a time is bound by the
+latency of its add chain). ``dR`` is a sparse (events) x dense product over the gate adjoints
+``dwx``: ``dR^T[j] += y[t-1, j] (da_u, da_r, r_j da_z)[t]``. As the reverse loop meets the events
+it lists them per unit ``j``; every 4 steps (when ``t`` is a multiple of 4) it adds the listed
+block to the rows ``dR^T[j]``, four events per pass (one load/store of the row per four events),
+while the block's rows of ``dwx`` are still in cache. (Scattering each event into the rows in time
+order streamed ``dR`` through the caches once per event; listing a block's events by scanning ``y``
+column-wise after the loop cost a strided, mispredicted branch per unit-step.) Each chunk
+accumulates its own ``dR``, ``dtheta`` (summed afterwards). Dot products and axpys are vectorised
+(fastmath reassociation only, NaN/inf semantics kept), so float32 results differ from the reference
+by rounding; ``tanh`` is evaluated as ``2 sigmoid(2a) - 1``.
 Memory kept for backward: ``c, y, u, r, z`` per unit-step (5 values).
 """
 
@@ -387,7 +386,16 @@ def _bwd_for(sid: int):
                 for bb in range(nb):
                     for k in range(H):
                         gr[bb, k] = zero
-                    for a in range(na[bb]):
+                    a = 0
+                    while a + 2 <= na[bb]:  # two events per pass: one load/store of gr per two
+                        j1 = act[bb, a]
+                        j2 = act[bb, a + 1]
+                        d1 = dar[bb, j1]
+                        d2 = dar[bb, j2]
+                        for k in range(H):
+                            gr[bb, k] += rw[H + j1, k] * d1 + rw[H + j2, k] * d2
+                        a += 2
+                    if a < na[bb]:
                         j = act[bb, a]
                         d = dar[bb, j]
                         for k in range(H):
