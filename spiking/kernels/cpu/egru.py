@@ -366,6 +366,25 @@ def _bwd_for(sid: int):
                         q[p3, k] = e3
                         q[p4, k] = e4
                         m += 4
+                    if m + 2 <= n:  # a pair: four independent chains instead of two
+                        p1 = lst[m]
+                        p2 = lst[m + 1]
+                        a1 = zero
+                        a2 = zero
+                        e1 = zero
+                        e2 = zero
+                        for i in range(H):
+                            ru = rt[k, i]
+                            rz = rt[k, 2 * H + i]
+                            a1 += ru * dau[p1, i]
+                            a2 += ru * dau[p2, i]
+                            e1 += rz * daz[p1, i]
+                            e2 += rz * daz[p2, i]
+                        s1v[p1, k] = a1
+                        s1v[p2, k] = a2
+                        q[p1, k] = e1
+                        q[p2, k] = e2
+                        m += 2
                     while m < n:
                         p1 = lst[m]
                         a1 = zero
