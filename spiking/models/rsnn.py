@@ -38,11 +38,12 @@ three (85.3 / 86.3 / 84.3 %), so the recipe takes 1e-3.
 
 Rate bound (``rate_reg`` lam > 0, off by default): adds ``lam * sum_u relu(r_u - rate_max)^2``
 per recurrent layer, ``r_u`` a unit's spikes per step over the batch (:class:`RateBound`). On
-FSDD->SHD-format the recipe's runs form, near the OneCycle peak, a clique of ~25 of 128 units
-that excite each other and fire on more than half of the steps (their recurrent input from the
-clique is 1.5-4.4 thresholds; the spike count per sample jumps from ~1,400 to 4,500-7,200).
-The bound (``rate_reg=0.5, rate_max=0.2``, one seed) kept the count at 1,500-2,700 but the
-accuracy at 50-55 % by epoch 33 (the recipe: 81 %), so the recipe leaves it off.
+FSDD->SHD-format the recipe's runs form, near the OneCycle peak, cliques of 14-31 of 128 units
+that excite each other and fire on more than half of the steps (in one run their recurrent
+input from the clique is 1.5-4.4 thresholds; the spike count per sample jumps from ~1,400 to
+4,500-7,200). The bound (``rate_reg=0.5, rate_max=0.2``, one seed) kept the count at
+1,500-2,700 but the accuracy at 50-55 % by epoch 33 (the recipe: 81 %), so the recipe leaves it
+off.
 
 The jump, the lr, the last three and the batch normalisation were chosen on the FSDD->SHD-format
 runs of ``benchmarks/RESULTS.md`` (61 % -> 85-87 % test accuracy there); they have not been
