@@ -176,7 +176,8 @@ def test_every_dataset_recipe_is_a_valid_config_and_builds_its_model(model, data
     assert m(torch.zeros(3, 2, *shape))[0].shape == (2, 10)
 
 
-def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, capsys):
+def _capture_train(monkeypatch) -> dict:
+    """Replace the training loop by a stub that records the Config the CLI built."""
     import spiking.training.loop as L
 
     seen = {}
@@ -186,6 +187,11 @@ def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, cap
         return {"test_accuracy": 0.5, "n_test": 1, "test_loss": 1.0, "train_time_s": 0.0}
 
     monkeypatch.setattr(L, "train", fake_train)
+    return seen
+
+
+def test_label_smoothing_flag_reaches_the_config_and_is_checked(monkeypatch, capsys):
+    seen = _capture_train(monkeypatch)
     assert main(["train", "--model", "cfc", "--dataset", "fsdd-shd",
                  "--label-smoothing", "0.05"]) == 0
     assert seen["cfg"].label_smoothing == 0.05                     # the flag over the recipe
@@ -259,16 +265,9 @@ def test_random_blend_mixes_time_aligned_samples_of_the_same_class():
 
 
 def test_augment_blend_flag_reaches_the_batches(monkeypatch, capsys):
-    import spiking.training.loop as L
     from spiking.training.data import Split
 
-    seen = {}
-
-    def fake_train(cfg=None, resume=None):
-        seen["cfg"] = cfg
-        return {"test_accuracy": 0.5, "n_test": 1, "test_loss": 1.0, "train_time_s": 0.0}
-
-    monkeypatch.setattr(L, "train", fake_train)
+    seen = _capture_train(monkeypatch)
     assert main(["train", "--model", "egru", "--dataset", "fsdd-shd",
                  "--augment-blend", "0.25"]) == 0
     assert seen["cfg"].augment_blend == 0.25
