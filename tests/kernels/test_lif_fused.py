@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from fused_helpers import assert_close, run_and_grad
+from fused_helpers import assert_close, run_and_grad, weights_like
 
 import spiking
 from spiking import surrogate as S
@@ -20,6 +20,7 @@ from spiking.kernels.dispatch import BackendUnavailable
 
 pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend needs it")
 from spiking.kernels.cpu import lif as CPU
+from spiking.kernels.cpu import lif_backward as B
 
 KINDS = {  # name: (has synapse, has adaptation)
     "lif": (False, False), "cuba": (True, False), "alif": (False, True), "alif_syn": (True, True),
@@ -116,6 +117,64 @@ def test_record_false_and_rank4_input_with_broadcast_params():
     leaves = [x, *[s for s in state if s is not None], *[v for v in p
                                                           if isinstance(v, torch.Tensor)]]
     compare(x, state, p, leaves, torch.float64, record=False)
+
+
+@pytest.mark.parametrize("shared", [fused.LIF_PARAMS, ("threshold", "v_leak"),
+                                    ("alpha_mem", "gain", "v_reset")])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_plain_lif_kernels_with_shared_and_per_neuron_params(shared, reset, dtype,
+                                                             monkeypatch):
+    """Plain LIF without a trajectory runs the plain kernels, which are compiled separately
+    for parameters shared by all neurons (passed as scalars) and per-neuron ones (arrays);
+    every mix matches the reference, learnable shared parameters included."""
+    x, state, p, _ = make_case("lif", per_neuron=True, dtype=dtype, reset=reset,
+                               shape=(17, 3, 300))
+    p = p._replace(**{f: getattr(p, f).detach()[5].clone().requires_grad_() for f in shared
+                      if isinstance(getattr(p, f), torch.Tensor)})
+    leaves = [x, state.v, *[v for v in p if isinstance(v, torch.Tensor)]]
+    ran = []
+
+    def spy(name, fn, first):  # records the kinds of the 5 parameter arguments
+        def run(*args):
+            ran.append((name, [type(a).__name__ for a in args[first:first + 5]]))
+            return fn(*args)
+        return run
+    monkeypatch.setattr(CPU, "_fwd_plain", spy("fwd", CPU._fwd_plain, 2))
+    monkeypatch.setattr(B, "_BWD_PLAIN", tuple(spy("bwd", k, 8) for k in B._BWD_PLAIN))
+    compare(x, state, p, leaves, dtype, record=False)
+    kinds = [str(dtype).removeprefix("torch.") if f in shared else "ndarray"
+             for f in ("alpha_mem", "threshold", "gain", "v_leak", "v_reset")]
+    assert ran == [("fwd", kinds), ("bwd", kinds)]
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba"])  # plain and general backward kernels
+@pytest.mark.parametrize("loss", ["sum", "spike count"])
+def test_gradient_broadcast_over_time_is_read_as_one_row(kind, loss, monkeypatch):
+    """The gradient of a sum over steps (``out.sum()``, a loss on spike counts) reaches the
+    backward broadcast over time (stride 0); the kernels read its one row instead of a
+    materialised copy, with the gradients of the reference."""
+    x, state, p, leaves = make_case(kind, per_neuron=True, dtype=torch.float64)
+    w = weights_like(x[0], 3)
+    rows = []
+    real = CPU._grad_rows
+
+    def spy(g, dt):
+        a = real(g, dt)
+        rows.append(a.shape)
+        return a
+    monkeypatch.setattr(CPU, "_grad_rows", spy)
+
+    def grads(backend):
+        for t in leaves:
+            t.grad = None
+        out = K.run(x, state, p, backend=backend)[0]
+        (out.sum() if loss == "sum" else (out.sum(0) * w).sum()).backward()
+        return [t.grad for t in leaves]
+    ref, got = grads("reference"), grads("cpu")
+    assert rows == [(1, x[0].numel())]
+    for k, (a, b) in enumerate(zip(got, ref)):
+        assert_close(f"grad[{k}]", a, b, torch.float64)
 
 
 @pytest.mark.parametrize("kind, reset, delay", [

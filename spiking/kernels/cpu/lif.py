@@ -46,6 +46,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from numba.core import types
+from numba.extending import overload
 
 from spiking.kernels import fused
 
@@ -57,6 +59,10 @@ BLOCK = 256
 # Neurons per block of the backward kernels: longer inner loops amortise the per-step setup
 # (runtime alias checks of the vectorised loop), measured ~25% faster than 256 on the benchmark.
 BWD_BLOCK = 512
+# Largest block of the plain-LIF kernels (plain_block): longer rows per step stream better;
+# on the neuron benchmark (T=100, B*N=16384, 2 threads) the forward took 0.54, 0.44 and 0.39 ms
+# with blocks of 256, 1024 and 4096 neurons (interleaved runs, medians).
+PLAIN_BLOCK_MAX = 4096
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -90,6 +96,55 @@ def _add_row(acc, src, t, j0, n):
     row = src[t, j0:j0 + n]
     for jj in range(n):
         acc[jj] += row[jj]
+
+
+def _pblock(p, j0, n):
+    """Parameter ``p`` of the neurons j0 .. j0+n-1 inside a kernel: an array of period P is
+    expanded to the block (``p[j % P]``); a scalar (a parameter shared by all neurons) stays
+    a scalar, so that the kernel is compiled for it with the value in a register."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+def _at(p, jj):
+    """Element ``jj`` of a block parameter from :func:`_pblock` (the scalar itself)."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_pblock)
+def _ov_pblock(p, j0, n):
+    if isinstance(p, types.Array):
+        def expand(p, j0, n):
+            q = np.empty(n, p.dtype)
+            for jj in range(n):
+                q[jj] = p[(j0 + jj) % p.shape[0]]
+            return q
+        return expand
+    if isinstance(p, types.Float):
+        return lambda p, j0, n: p
+    return None
+
+
+@overload(_at, inline="always")
+def _ov_at(p, jj):
+    if isinstance(p, types.Array):
+        return lambda p, jj: p[jj]
+    if isinstance(p, types.Float):
+        return lambda p, jj: p
+    return None
+
+
+def plain_block(m, smallest, largest=PLAIN_BLOCK_MAX):
+    """Neurons per block of the plain-LIF kernels over ``m`` neurons: about two blocks per
+    thread (balance) within [smallest, largest], a multiple of 64."""
+    per = -(-m // (2 * numba.get_num_threads()))
+    return max(smallest, min(largest, -(-per // 64) * 64))
+
+
+def plain_params(params, dt):
+    """Parameters for the plain-LIF kernels: a scalar of dtype ``dt`` where a parameter is
+    shared by all neurons (the scalar-specialised kernels measured ~2x faster on the neuron
+    benchmark: fewer streams, no runtime alias checks), else the numpy array of period P."""
+    return [dt.type(q.item()) if q.numel() == 1 else _np(q, dt, 1) for q in params]
 
 
 # Inside a block, option flags are loop-invariant: each inner loop is straight-line code with
@@ -168,31 +223,31 @@ def _fwd(x, v0, i0, a0, am, th, asy, aad, aj, g, vl, vr, syn, ada, reset, delay,
 # Plain LIF (no synapse, no adaptation, no reset delay), no trajectory recorded: the same
 # arithmetic as _fwd in the same order (bitwise equal results), with only the three rows a step
 # needs (x in; h and s out) so that the inner loop vectorises without runtime alias checks over
-# the absent variables' rows. Measured ~3x faster than _fwd on the benchmark shape.
+# the absent variables' rows. Measured ~3x faster than _fwd on the benchmark shape. Parameters
+# shared by all neurons arrive as scalars (plain_params; numba compiles one specialisation per
+# mix of scalar and array parameters), and the block size grows with the layer (plain_block).
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _fwd_plain(x, v0, am, th, asy, aad, aj, g, vl, vr, reset, out, vT, h_st, one, zero):
+def _fwd_plain(x, v0, am, th, g, vl, vr, reset, out, vT, h_st, one, zero, block):
     T, M = x.shape
     keep_h = reset == 2
     sub = reset == 0
-    for b in numba.prange((M + BLOCK - 1) // BLOCK):
-        j0 = b * BLOCK
-        n = min(BLOCK, M - j0)
-        q = _block_params(j0, n, am, th, asy, aad, aj, g, vl, vr)
-        p_am, p_th, p_g, p_vr = q[0], q[1], q[5], q[7]
-        c_leak = np.empty(n, x.dtype)
-        for jj in range(n):
-            c_leak[jj] = (one - p_am[jj]) * q[6, jj]
+    for b in numba.prange((M + block - 1) // block):
+        j0 = b * block
+        n = min(block, M - j0)
+        p_am, p_th, p_g = _pblock(am, j0, n), _pblock(th, j0, n), _pblock(g, j0, n)
+        p_vl, p_vr = _pblock(vl, j0, n), _pblock(vr, j0, n)
         vb = _block_state(v0, True, j0, n, zero)
         for t in range(T):
             xr = x[t, j0:j0 + n]
             hr = h_st[t, j0:j0 + n]
             orow = out[t, j0:j0 + n]
             for jj in range(n):
-                h = p_am[jj] * vb[jj] + c_leak[jj] + p_g[jj] * xr[jj]
+                c_leak = (one - _at(p_am, jj)) * _at(p_vl, jj)
+                h = _at(p_am, jj) * vb[jj] + c_leak + _at(p_g, jj) * xr[jj]
                 hr[jj] = h
-                s = one if h - p_th[jj] > zero else zero
-                v_sub = h - p_th[jj] * s
-                v_zero = h * (one - s) + p_vr[jj] * s
+                s = one if h - _at(p_th, jj) > zero else zero
+                v_sub = h - _at(p_th, jj) * s
+                v_zero = h * (one - s) + _at(p_vr, jj) * s
                 vb[jj] = h if keep_h else (v_sub if sub else v_zero)
                 orow[jj] = s
         for jj in range(n):
@@ -204,6 +259,15 @@ def _np(t, dtype, ndim):
     if t is None or t.numel() == 0:
         return np.empty((0,) * ndim, dtype=dtype)
     return t.detach().contiguous().numpy()
+
+
+def _grad_rows(g, dt):
+    """The gradient of the output ``[T, M]`` as numpy; one broadcast over time (stride 0, as
+    the gradient of a sum or mean over steps, e.g. a spike-count loss, arrives) as its single
+    row ``[1, M]``, which the kernels read for every step, instead of a materialised copy."""
+    if g is not None and g.dim() == 2 and g.shape[0] > 1 and g.stride(0) == 0:
+        g = g[:1]
+    return _np(g, dt, 2)
 
 
 def _scalars(dtype):
@@ -228,8 +292,9 @@ def forward_kernel(x, v0, i0, a0, params, cfg, sur_alpha, record):
     one, zero = _scalars(dt)
     p = [_np(q, dt, 1) for q in params]
     if not (syn or ada or cfg[3] or record):
-        _fwd_plain(_np(x, dt, 2), _np(v0, dt, 1), *p, cfg[2], out.numpy(), vT.numpy(),
-                   h.numpy(), one, zero)
+        am, th, _, _, _, g, vl, vr = plain_params(params, dt)
+        _fwd_plain(_np(x, dt, 2), _np(v0, dt, 1), am, th, g, vl, vr, cfg[2], out.numpy(),
+                   vT.numpy(), h.numpy(), one, zero, plain_block(M, BLOCK))
         return out, vT, iT, aT, h, i_st, a_st, v_tr, i_tr, a_tr
     _fwd(_np(x, dt, 2), _np(v0, dt, 1), _np(i0, dt, 1), _np(a0, dt, 1), *p, syn, ada, cfg[2],
          bool(cfg[3]), bool(cfg[4]), bool(record), out.numpy(), vT.numpy(), _np(iT, dt, 1),
@@ -259,12 +324,13 @@ def backward_kernel(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h,
     one, zero = _scalars(dt)
     p = [_np(q, dt, 1) for q in params]
     if not (syn or ada or delay):
-        B._BWD_PLAIN[cfg[5]](_np(g_out, dt, 2), _np(g_vT, dt, 1), _np(g_vtr, dt, 2), has_g,
-                           _np(v0, dt, 1), _np(h, dt, 2), _np(x, dt, 2), x is not None, p[0],
-                           p[1], p[5], p[6], p[7], cfg[2], dt.type(k1), dt.type(k2), need,
-                           gx.numpy(), gv0.numpy(), gp.numpy(), one, zero)
+        am, th, _, _, _, g, vl, vr = plain_params(params, dt)
+        B._BWD_PLAIN[cfg[5]](_grad_rows(g_out, dt), _np(g_vT, dt, 1), _np(g_vtr, dt, 2), has_g,
+                           _np(v0, dt, 1), _np(h, dt, 2), _np(x, dt, 2), x is not None, am, th,
+                           g, vl, vr, cfg[2], dt.type(k1), dt.type(k2), need, gx.numpy(),
+                           gv0.numpy(), gp.numpy(), one, zero, plain_block(M, BWD_BLOCK))
         return gx, gv0, gi0, ga0, gp
-    B._bwd(_np(g_out, dt, 2), _np(g_vT, dt, 1), _np(g_iT, dt, 1), _np(g_aT, dt, 1),
+    B._bwd(_grad_rows(g_out, dt), _np(g_vT, dt, 1), _np(g_iT, dt, 1), _np(g_aT, dt, 1),
          _np(g_vtr, dt, 2), _np(g_itr, dt, 2), _np(g_atr, dt, 2), has_g, _np(v0, dt, 1),
          _np(i0, dt, 1), _np(a0, dt, 1), _np(h, dt, 2), _np(i_st, dt, 2), _np(a_st, dt, 2),
          _np(x, dt, 2), x is not None, *p, syn, ada, cfg[2], delay, bool(cfg[4]), cfg[5],

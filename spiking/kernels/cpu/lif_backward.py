@@ -12,7 +12,7 @@ import math
 import numba
 import numpy as np
 
-from spiking.kernels.cpu.lif import BWD_BLOCK, _add_row, _block_params, _block_state
+from spiking.kernels.cpu.lif import BWD_BLOCK, _add_row, _at, _block_params, _block_state, _pblock
 
 # ---- backward ---------------------------------------------------------------------------------
 # Surrogate derivatives g(z) as scalar functions (kernel_id of spiking/surrogate.py: 0 .. 4); the
@@ -80,15 +80,6 @@ def _surrogate_block(z, out, n, sid, k1, k2, one, zero):
             out[jj] = _sg_straight_through(z[jj], k1, k2, one, zero)
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _block_param(p, j0, n):
-    """Parameter p (period P: p[j % P]) of neurons j0 .. j0+n-1."""
-    q = np.empty(n, p.dtype)
-    for jj in range(n):
-        q[jj] = p[(j0 + jj) % p.shape[0]]
-    return q
-
-
 def _plain_kernel_for(sid):
     """The backward kernel of plain LIF (no synapse, no adaptation, no reset delay) for the
     surrogate ``sid``, a compile-time constant: a closure, so that the surrogate's code is
@@ -97,7 +88,7 @@ def _plain_kernel_for(sid):
     itself or a function passed as an argument would make the kernel uncacheable.)"""
     @numba.njit(parallel=True, cache=True, error_model="numpy")
     def kernel(g_out, g_vT, g_vtr, has_g, v0, h_st, x, has_x, am, th, g, vl, vr, reset, k1, k2,
-               need, gx, gv0, gp, one, zero):
+               need, gx, gv0, gp, one, zero, block):
         T, M = h_st.shape
         sub = reset == 0
         imm_zero = reset == 1
@@ -106,12 +97,11 @@ def _plain_kernel_for(sid):
         need_g = need[5] and has_x
         need_vr = need[7] and imm_zero
         pg = need_am or need_th or need_g or need_vl or need_vr
-        for b in numba.prange((M + BWD_BLOCK - 1) // BWD_BLOCK):
-            j0 = b * BWD_BLOCK
-            n = min(BWD_BLOCK, M - j0)
-            p_am, p_th, p_g = (_block_param(am, j0, n), _block_param(th, j0, n),
-                               _block_param(g, j0, n))
-            p_vl, p_vr = _block_param(vl, j0, n), _block_param(vr, j0, n)
+        for b in numba.prange((M + block - 1) // block):
+            j0 = b * block
+            n = min(block, M - j0)
+            p_am, p_th, p_g = _pblock(am, j0, n), _pblock(th, j0, n), _pblock(g, j0, n)
+            p_vl, p_vr = _pblock(vl, j0, n), _pblock(vr, j0, n)
             zb = np.zeros(n, h_st.dtype)
             gvb = _block_state(g_vT, has_g[1], j0, n, zero)
             v0b = _block_state(v0, need_am, j0, n, zero)
@@ -124,23 +114,23 @@ def _plain_kernel_for(sid):
                 if has_g[4]:
                     _add_row(gvb, g_vtr, t, j0, n)
                 hr = h_st[t, j0:j0 + n]
-                go = g_out[t, j0:j0 + n] if has_g[0] else zb
+                go = g_out[t % g_out.shape[0], j0:j0 + n] if has_g[0] else zb
                 gxr = gx[t, j0:j0 + n]
                 if not pg:  # the step: 3 streams (h, grad_out -> grad_x) and the adjoint gv
                     for jj in range(n):
-                        z = hr[jj] - p_th[jj]
+                        z = hr[jj] - _at(p_th, jj)
                         s = one if z > zero else zero
                         gv = gvb[jj]
                         gh = gv * (one - s) if imm_zero else gv
                         gh += go[jj] * _surrogate(sid, z, k1, k2, one, zero)
-                        gxr[jj] = p_g[jj] * gh
-                        gvb[jj] = p_am[jj] * gh
+                        gxr[jj] = _at(p_g, jj) * gh
+                        gvb[jj] = _at(p_am, jj) * gh
                     continue
                 if need_vr:
                     for jj in range(n):
                         gvo[jj] = gvb[jj]
                 for jj in range(n):  # the same, keeping gh and g_theta
-                    z = hr[jj] - p_th[jj]
+                    z = hr[jj] - _at(p_th, jj)
                     s = one if z > zero else zero
                     gv = gvb[jj]
                     gh = gv * (one - s) if imm_zero else gv
@@ -149,18 +139,18 @@ def _plain_kernel_for(sid):
                     gh += gz
                     ghb[jj] = gh
                     gtb[jj] = g_theta - gz
-                    gxr[jj] = p_g[jj] * gh
-                    gvb[jj] = p_am[jj] * gh
+                    gxr[jj] = _at(p_g, jj) * gh
+                    gvb[jj] = _at(p_am, jj) * gh
                 if need_th:
                     for jj in range(n):
                         d_th[jj] += gtb[jj]
                 if need_vr:
                     for jj in range(n):
-                        s = one if hr[jj] - p_th[jj] > zero else zero
+                        s = one if hr[jj] - _at(p_th, jj) > zero else zero
                         d_vr[jj] += gvo[jj] * s
                 if need_vl:
                     for jj in range(n):
-                        d_vl[jj] += ghb[jj] * (one - p_am[jj])
+                        d_vl[jj] += ghb[jj] * (one - _at(p_am, jj))
                 if need_g:
                     xr = x[t, j0:j0 + n]
                     for jj in range(n):
@@ -176,12 +166,12 @@ def _plain_kernel_for(sid):
                     else:
                         hp = h_st[t - 1, j0:j0 + n]
                         for jj in range(n):
-                            s_p = one if hp[jj] - p_th[jj] > zero else zero
-                            v_sub = hp[jj] - p_th[jj] * s_p
-                            v_zero = hp[jj] * (one - s_p) + p_vr[jj] * s_p
+                            s_p = one if hp[jj] - _at(p_th, jj) > zero else zero
+                            v_sub = hp[jj] - _at(p_th, jj) * s_p
+                            v_zero = hp[jj] * (one - s_p) + _at(p_vr, jj) * s_p
                             vp[jj] = v_sub if sub else v_zero
                     for jj in range(n):
-                        d_am[jj] += ghb[jj] * (vp[jj] - p_vl[jj])
+                        d_am[jj] += ghb[jj] * (vp[jj] - _at(p_vl, jj))
             for jj in range(n):
                 gv0[j0 + jj] = gvb[jj]
                 gp[0, j0 + jj] = d_am[jj]
@@ -277,7 +267,7 @@ def _bwd(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, has_g, v0, i0, a0, h_st, 
             if ada and has_g[6]:
                 _add_row(gab, g_atr, t, j0, n)
             hr = h_st[t, j0:j0 + n]
-            go = g_out[t, j0:j0 + n] if has_g[0] else zb
+            go = g_out[t % g_out.shape[0], j0:j0 + n] if has_g[0] else zb
             a_p = (a_st[t - 1, j0:j0 + n] if t > 0 else a0b) if ada else zb
             # recompute v[t-1] from h[t-1] with the forward's arithmetic
             if need_vp:
