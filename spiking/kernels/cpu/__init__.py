@@ -4,6 +4,51 @@ Modules here import numba at import time; the dispatcher imports them lazily (re
 ``"spiking.kernels.cpu.<name>:run"`` strings), so ``import spiking`` never needs numba.
 """
 
+import sys
+
+# mallopt(3) parameters, from glibc's <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# glibc's upper limit of M_MMAP_THRESHOLD on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX,
+# 4 * 1024 * 1024 * sizeof(long), mallopt(3)); mallopt refuses larger values
+MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+def tune_malloc(trim_threshold: int = 256 * 2**20, mmap_threshold: int = MMAP_THRESHOLD_MAX
+                ) -> bool:
+    """Keep freed memory in the process instead of handing it back to the OS (glibc only).
+
+    With glibc's defaults, buffers of a few MB (a ``[T, B*N]`` activation) are served from
+    fresh pages whenever the allocator has trimmed its heap: every page is faulted in and
+    zeroed by the kernel again, ~1,000-3,000 minor faults per call of a ``T=100, B=32,
+    N=512`` LIF, which can take longer than the kernel itself (``benchmarks/neurons.py``
+    prints faults per call). This sets ``M_MMAP_THRESHOLD`` (allocations below it come from
+    the heap) and ``M_TRIM_THRESHOLD`` (free heap kept before returning memory to the OS),
+    which also switches off glibc's dynamic adjustment of both; the process keeps up to
+    ``trim_threshold`` bytes of freed memory. It is process-wide and is not done on import:
+    call it once, early. The same effect without code: the environment variables
+    ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``, or a caching allocator
+    (jemalloc, tcmalloc) preloaded, as the PyTorch and Intel CPU tuning guides advise.
+    Returns True when both settings took effect, False where the C library is not glibc.
+    """
+    if not 0 <= mmap_threshold <= MMAP_THRESHOLD_MAX:
+        raise ValueError(f"mmap_threshold must be in [0, {MMAP_THRESHOLD_MAX}] bytes (glibc's "
+                         f"limit on 64-bit systems), got {mmap_threshold}")
+    if not 0 <= trim_threshold < 2**31:
+        raise ValueError(f"trim_threshold must be in [0, 2**31) bytes, got {trim_threshold}")
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # only glibc has it (musl's mallopt does nothing)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
 
 def match_torch_threads() -> int:
     """Run numba's parallel loops on as many threads as torch uses, and return that number.
