@@ -10,7 +10,11 @@ Effective bandwidth counts the bytes an ideal fused kernel must move per neuron-
 float32: forward 12 B (read x, write spikes, write the 4 B state kept for backward),
 forward+backward 24 B (plus read grad, read state, write grad x). Memory is the bytes saved
 for backward (``torch.autograd.graph.saved_tensors_hooks``) on CPU, and the peak allocated
-memory on GPU. Peers, each the closest equivalent of the row it is compared with:
+memory on GPU. Forward+backward backpropagates ``out.sum()``; one more row of our LIF
+backpropagates a dense random gradient instead (every step's gradient read). On CPU the table
+also gives the minor page faults per forward+backward call (``--tune-malloc`` first calls
+``spiking.kernels.cpu.tune_malloc``, for every row). Peers, each the closest equivalent of
+the row it is compared with:
 
 - snnTorch ``Leaky`` (subtract reset, atan surrogate) looped over T  vs our ``LIF``;
 - Norse ``LIFBoxCell`` looped over T (LIF without synaptic current) vs our ``LIF``;
@@ -33,6 +37,9 @@ CPU_SHAPES = [(100, 32, 512), (500, 16, 128)]
 GPU_SHAPES = [(128, 1, 2**20)]
 ON_SIZES = [4096, 8192, 16384]  # Open Neuromorphic replica: Linear(N, N) + LIF, B=16, T=500
 TAU, DT = 10e-3, 1e-3
+# Our LIF once more, its backward fed a dense random gradient (as from a next layer) instead of
+# the gradient of .sum(), which is broadcast over time and which our kernels read as one row.
+DENSE = "ours {} LIF, dense output gradient"
 BETA = math.exp(-DT / TAU)
 
 
@@ -66,6 +73,19 @@ def median_time(fn, device, repeat) -> float:
         _sync(device)
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def faults_per_call(fn, repeat=5) -> float:
+    """Minor page faults per call of ``fn`` (fresh pages the OS maps in and zeroes: with
+    glibc's defaults, big buffers freed by one call are often handed back to the OS and
+    faulted in again by the next; see ``spiking.kernels.cpu.tune_malloc``)."""
+    import resource
+
+    fn()
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeat):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / repeat
 
 
 def saved_bytes(fn) -> int:
@@ -158,8 +178,10 @@ def bench_shape(shape, device, repeat, bw) -> list[dict]:
                for k in ("LIF", "CubaLIF")]
     runners += [(f"ours {fused} {k}", None, lambda k=k: ours(k, fused)) for k in ("LIF",
                                                                                  "CubaLIF")]
+    runners.append((DENSE.format(fused), None, lambda: ours("LIF", fused)))
     runners += peers(device)
     rows, steps = [], t * b * n
+    grad = torch.randn(shape, device=device)
     for label, versus, factory in runners:
         row = {"shape": f"T={t} B={b} N={n}", "impl": label, "versus": versus}
         try:
@@ -172,12 +194,17 @@ def bench_shape(shape, device, repeat, bw) -> list[dict]:
                 with torch.no_grad():
                     f(x0)
 
-            def fwd_bwd(f=f, xg=xg):
-                f(xg).sum().backward()
+            def fwd_bwd(f=f, xg=xg, dense=label == DENSE.format(fused)):
+                if dense:
+                    f(xg).backward(grad)
+                else:
+                    f(xg).sum().backward()
             row["fwd_ms"] = median_time(fwd, device, repeat) * 1e3
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             row["fwd_bwd_ms"] = median_time(fwd_bwd, device, repeat) * 1e3
+            if device.type == "cpu":
+                row["faults"] = faults_per_call(fwd_bwd)
             row["mem_mb"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                              else saved_bytes(lambda f=f, xg=xg: f(xg))) / 2**20
             row["fwd_bw_pct"] = 100 * 12 * steps / bw / (row["fwd_ms"] / 1e3)
@@ -239,17 +266,18 @@ def fmt(v, spec=".2f"):
 
 def table(rows: list[dict]) -> str:
     head = ("| shape | implementation | fwd ms | fwd+bwd ms | peer / ours (fwd, fwd+bwd) | "
-            "memory MB | fwd % copy BW | fwd+bwd % copy BW |")
-    lines = [head, "|" + "---|" * 8]
+            "memory MB | fwd % copy BW | fwd+bwd % copy BW | page faults per fwd+bwd |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['shape']} | {r['impl']} | not run: {r['error']} |||||| ")
+            lines.append(f"| {r['shape']} | {r['impl']} | not run: {r['error']} ||||||| ")
             continue
         ratio = (f"{r['fwd_ratio']:.1f}x, {r['fwd_bwd_ratio']:.1f}x vs {r['versus']}"
                  if "fwd_ratio" in r else "")
         lines.append(f"| {r['shape']} | {r['impl']} | {fmt(r.get('fwd_ms'))} | "
                      f"{fmt(r.get('fwd_bwd_ms'))} | {ratio} | {fmt(r.get('mem_mb'), '.1f')} | "
-                     f"{fmt(r.get('fwd_bw_pct'), '.0f')} | {fmt(r.get('fwd_bwd_bw_pct'), '.0f')} |")
+                     f"{fmt(r.get('fwd_bw_pct'), '.0f')} | {fmt(r.get('fwd_bwd_bw_pct'), '.0f')} | "
+                     f"{fmt(r.get('faults'), '.0f')} |")
     return "\n".join(lines)
 
 
@@ -259,8 +287,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed repetitions (median)")
     ap.add_argument("--quick", action="store_true", help="first CPU shape only")
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="first call spiking.kernels.cpu.tune_malloc() (glibc keeps freed "
+                         "buffers instead of returning them to the OS; whole process, so every "
+                         "row runs with it)")
     args = ap.parse_args(argv)
     info = machine()
+    if args.tune_malloc:
+        from spiking.kernels.cpu import tune_malloc
+
+        info["malloc_tuned"] = tune_malloc()
     rows = []
     devices = [torch.device("cpu")] if args.device != "cuda" else []
     if args.device != "cpu" and torch.cuda.is_available():
