@@ -12,9 +12,10 @@ forward+backward 24 B (plus read grad, read state, write grad x). Memory is the 
 for backward (``torch.autograd.graph.saved_tensors_hooks``) on CPU, and the peak allocated
 memory on GPU. Forward+backward backpropagates ``out.sum()``; one more row of our LIF
 backpropagates a dense random gradient instead (every step's gradient read). On CPU the table
-also gives the minor page faults per forward+backward call (``--tune-malloc`` first calls
-``spiking.kernels.cpu.tune_malloc``, for every row). Peers, each the closest equivalent of
-the row it is compared with:
+also gives the minor page faults per forward+backward call. The allocator is tuned as our
+first fused CPU call tunes it (``spiking.kernels.cpu.auto_tune_malloc``), before every row;
+``SPIKING_TUNE_MALLOC=0`` runs the whole table with glibc's defaults. Peers, each the closest
+equivalent of the row it is compared with:
 
 - snnTorch ``Leaky`` (subtract reset, atan surrogate) looped over T  vs our ``LIF``;
 - Norse ``LIFBoxCell`` looped over T (LIF without synaptic current) vs our ``LIF``;
@@ -287,16 +288,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed repetitions (median)")
     ap.add_argument("--quick", action="store_true", help="first CPU shape only")
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="first call spiking.kernels.cpu.tune_malloc() (glibc keeps freed "
-                         "buffers instead of returning them to the OS; whole process, so every "
-                         "row runs with it)")
     args = ap.parse_args(argv)
     info = machine()
-    if args.tune_malloc:
-        from spiking.kernels.cpu import tune_malloc
+    # What our first fused CPU call would do, done before any row so that every row (ours,
+    # reference, peers) runs with the same allocator; SPIKING_TUNE_MALLOC=0 measures without.
+    from spiking.kernels.cpu import auto_tune_malloc
 
-        info["malloc_tuned"] = tune_malloc()
+    info["malloc_tuned"] = auto_tune_malloc()
     rows = []
     devices = [torch.device("cpu")] if args.device != "cuda" else []
     if args.device != "cpu" and torch.cuda.is_available():

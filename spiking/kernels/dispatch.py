@@ -105,10 +105,12 @@ def _load(kernel: str, backend: str) -> Callable:
 
 
 def with_torch_threads(fn: Callable) -> Callable:
-    """`fn` with numba's thread count matched to torch's before each call."""
-    from spiking.kernels.cpu import match_torch_threads
+    """`fn` with numba's thread count matched to torch's before each call (and, at the first
+    call of the process, glibc's allocator tuned: ``spiking.kernels.cpu.auto_tune_malloc``)."""
+    from spiking.kernels.cpu import auto_tune_malloc, match_torch_threads
 
     def run(*args, **kwargs):
+        auto_tune_malloc()
         match_torch_threads()
         return fn(*args, **kwargs)
 

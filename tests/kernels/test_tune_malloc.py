@@ -1,5 +1,6 @@
 """spiking.kernels.cpu.tune_malloc: freed buffers are reused without new page faults."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,11 @@ PROBE = textwrap.dedent("""
     if sys.argv[1] == "tuned":
         from spiking.kernels.cpu import tune_malloc
         assert tune_malloc()
+    elif sys.argv[1] == "lif":  # the first fused CPU kernel call tunes, unless switched off
+        import torch, spiking
+        from spiking.kernels.cpu import auto_tune_malloc
+        spiking.LIF(backend="cpu")(torch.rand(3, 2, 5))
+        print(auto_tune_malloc())
 
     def cycle():
         bufs = [np.ones(2**21, np.float32) for _ in range(4)]
@@ -29,10 +35,16 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _faults(mode: str) -> float:
+def _run(mode: str, **env) -> list[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "SPIKING_TUNE_MALLOC"))}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout.strip())
+                         check=True, env={**clean, **env})
+    return out.stdout.split()
+
+
+def _faults(mode: str) -> float:
+    return float(_run(mode)[-1])
 
 
 def _is_glibc() -> bool:
@@ -59,3 +71,17 @@ def test_tuned_process_reuses_freed_buffers_without_page_faults():
 def test_bad_thresholds_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         tune_malloc(**kw)
+
+
+@pytest.mark.skipif(not _is_glibc(), reason="tune_malloc sets glibc's mallopt parameters")
+@pytest.mark.parametrize("env, tuned", [({}, True), ({"SPIKING_TUNE_MALLOC": "0"}, False),
+                                        ({"MALLOC_TRIM_THRESHOLD_": "1000000"}, False)])
+def test_first_fused_cpu_call_tunes_unless_switched_off(env, tuned):
+    """A fresh process is tuned by its first fused CPU kernel call; SPIKING_TUNE_MALLOC=0, or
+    glibc thresholds the user chose in the environment, leave the allocator alone."""
+    pytest.importorskip("numba")
+    said, faults = _run("lif", **env)
+    pages = 4 * 8 * 2**20 / 4096
+    print(f"{env}: auto_tune_malloc() -> {said}, {faults} faults per round")
+    assert said == str(tuned)
+    assert (float(faults) < 0.02 * pages) == tuned

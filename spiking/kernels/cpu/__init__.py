@@ -24,10 +24,11 @@ def tune_malloc(trim_threshold: int = 256 * 2**20, mmap_threshold: int = MMAP_TH
     prints faults per call). This sets ``M_MMAP_THRESHOLD`` (allocations below it come from
     the heap) and ``M_TRIM_THRESHOLD`` (free heap kept before returning memory to the OS),
     which also switches off glibc's dynamic adjustment of both; the process keeps up to
-    ``trim_threshold`` bytes of freed memory. It is process-wide and is not done on import:
-    call it once, early. The same effect without code: the environment variables
-    ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``, or a caching allocator
-    (jemalloc, tcmalloc) preloaded, as the PyTorch and Intel CPU tuning guides advise.
+    ``trim_threshold`` bytes of freed memory. It is process-wide; not done on import, but
+    the first fused CPU kernel call does it (:func:`auto_tune_malloc`) unless switched off.
+    The same effect without code: the environment variables ``MALLOC_TRIM_THRESHOLD_`` and
+    ``MALLOC_MMAP_THRESHOLD_``, or a caching allocator (jemalloc, tcmalloc) preloaded, as the
+    PyTorch and Intel CPU tuning guides advise.
     Returns True when both settings took effect, False where the C library is not glibc.
     """
     if not 0 <= mmap_threshold <= MMAP_THRESHOLD_MAX:
@@ -66,3 +67,25 @@ def match_torch_threads() -> int:
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
     return n
+
+
+_AUTO = {"done": False, "tuned": False}
+# Environment variables with which the user has chosen glibc's thresholds (left alone then).
+_USER_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+                    "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
+
+
+def auto_tune_malloc() -> bool:
+    """:func:`tune_malloc` once per process, at the first fused CPU kernel call, unless
+    ``SPIKING_TUNE_MALLOC=0`` or the user set glibc's thresholds through the environment
+    (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``, ...), whose
+    choice stands. Returns whether this process runs tuned."""
+    import os
+
+    if not _AUTO["done"]:
+        _AUTO["done"] = True
+        wanted = os.environ.get("SPIKING_TUNE_MALLOC", "1").strip().lower() not in (
+            "0", "false", "no", "off")
+        if wanted and not any(k in os.environ for k in _USER_MALLOC_ENV):
+            _AUTO["tuned"] = tune_malloc()
+    return _AUTO["tuned"]
