@@ -53,6 +53,12 @@ def cmd_info(args) -> int:
     if missing:
         print(f"  not installed: {', '.join(missing)}")
     print(f"cpu threads: torch {torch.get_num_threads()}")
+    from spiking.kernels.cpu import why_not_auto_tune
+
+    why = why_not_auto_tune()
+    print("cpu allocator: " + ("glibc's trim/mmap thresholds set at the first fused CPU call "
+                               "(SPIKING_TUNE_MALLOC=0 keeps the defaults)" if why is None
+                               else f"left as it is ({why})"))
     if torch.cuda.is_available():
         print(f"cuda device: {torch.cuda.get_device_name(0)} (torch CUDA {torch.version.cuda})")
     print("backends:")

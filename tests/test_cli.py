@@ -25,6 +25,22 @@ def test_info_reports_backends(capsys):
     assert "available" in line
 
 
+@pytest.mark.parametrize("env, says", [("1", "set at the first fused CPU call"),
+                                       ("0", "left as it is (SPIKING_TUNE_MALLOC=0)")])
+def test_info_reports_the_allocator_plan(env, says, capsys, monkeypatch):
+    from spiking.kernels.cpu import _glibc_mallopt
+
+    if env == "1" and _glibc_mallopt() is None:
+        says = "left as it is (not glibc)"
+    monkeypatch.setenv("SPIKING_TUNE_MALLOC", env)
+    for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(k, raising=False)
+    assert cli.main(["info"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines()
+                if ln.startswith("cpu allocator:"))
+    assert says in line
+
+
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "spiking.cli", "info"], capture_output=True,
                        text=True, timeout=120)

@@ -4,6 +4,8 @@ Modules here import numba at import time; the dispatcher imports them lazily (re
 ``"spiking.kernels.cpu.<name>:run"`` strings), so ``import spiking`` never needs numba.
 """
 
+from __future__ import annotations
+
 import sys
 
 # mallopt(3) parameters, from glibc's <malloc.h>
@@ -36,8 +38,17 @@ def tune_malloc(trim_threshold: int = 256 * 2**20, mmap_threshold: int = MMAP_TH
                          f"limit on 64-bit systems), got {mmap_threshold}")
     if not 0 <= trim_threshold < 2**31:
         raise ValueError(f"trim_threshold must be in [0, 2**31) bytes, got {trim_threshold}")
-    if not sys.platform.startswith("linux"):
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
         return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt`` through ctypes; None on other C libraries and systems."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
     try:
@@ -45,10 +56,9 @@ def tune_malloc(trim_threshold: int = 256 * 2**20, mmap_threshold: int = MMAP_TH
         libc.gnu_get_libc_version  # only glibc has it (musl's mallopt does nothing)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    return mallopt
 
 
 def match_torch_threads() -> int:
@@ -80,12 +90,23 @@ def auto_tune_malloc() -> bool:
     ``SPIKING_TUNE_MALLOC=0`` or the user set glibc's thresholds through the environment
     (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``, ...), whose
     choice stands. Returns whether this process runs tuned."""
-    import os
-
     if not _AUTO["done"]:
         _AUTO["done"] = True
-        wanted = os.environ.get("SPIKING_TUNE_MALLOC", "1").strip().lower() not in (
-            "0", "false", "no", "off")
-        if wanted and not any(k in os.environ for k in _USER_MALLOC_ENV):
+        if why_not_auto_tune() is None:
             _AUTO["tuned"] = tune_malloc()
     return _AUTO["tuned"]
+
+
+def why_not_auto_tune() -> str | None:
+    """Why :func:`auto_tune_malloc` leaves the allocator alone here (None: it tunes)."""
+    import os
+
+    if os.environ.get("SPIKING_TUNE_MALLOC", "1").strip().lower() in ("0", "false", "no",
+                                                                       "off"):
+        return "SPIKING_TUNE_MALLOC=0"
+    user = [k for k in _USER_MALLOC_ENV if k in os.environ]
+    if user:
+        return f"{', '.join(user)} set in the environment"
+    if _glibc_mallopt() is None:
+        return "not glibc"
+    return None
