@@ -69,13 +69,21 @@ def match_torch_threads() -> int:
     torch to one thread (``torchrun`` sets ``OMP_NUM_THREADS=1``, or several training jobs
     side by side) oversubscribe the cores in every fused kernel. ``numba.set_num_threads``
     is per calling thread, so this runs at each fused entry point.
+
+    Launching numba's pool (the first ``numba.get_num_threads`` or parallel kernel of the
+    process) sets the OpenMP runtime's thread count, which torch shares, to
+    ``NUMBA_NUM_THREADS``: a 1-thread job then found torch, and at its next call numba, on
+    every core. torch's count from before the call is put back.
     """
     import numba
     import torch
 
-    n = max(1, min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))
+    t = torch.get_num_threads()
+    n = max(1, min(numba.config.NUMBA_NUM_THREADS, t))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
+    if torch.get_num_threads() != t:
+        torch.set_num_threads(t)
     return n
 
 
