@@ -290,12 +290,12 @@ def forward_kernel(x, v0, i0, a0, params, cfg, sur_alpha, record):
     v_tr, i_tr, a_tr = opt(record, (T, M)), opt(record and syn, (T, M)), opt(record and ada,
                                                                            (T, M))
     one, zero = _scalars(dt)
-    p = [_np(q, dt, 1) for q in params]
     if not (syn or ada or cfg[3] or record):
         am, th, _, _, _, g, vl, vr = plain_params(params, dt)
         _fwd_plain(_np(x, dt, 2), _np(v0, dt, 1), am, th, g, vl, vr, cfg[2], out.numpy(),
                    vT.numpy(), h.numpy(), one, zero, plain_block(M, BLOCK))
         return out, vT, iT, aT, h, i_st, a_st, v_tr, i_tr, a_tr
+    p = [_np(q, dt, 1) for q in params]
     _fwd(_np(x, dt, 2), _np(v0, dt, 1), _np(i0, dt, 1), _np(a0, dt, 1), *p, syn, ada, cfg[2],
          bool(cfg[3]), bool(cfg[4]), bool(record), out.numpy(), vT.numpy(), _np(iT, dt, 1),
          _np(aT, dt, 1), h.numpy(), _np(i_st, dt, 2), _np(a_st, dt, 2), _np(v_tr, dt, 2),
@@ -322,7 +322,6 @@ def backward_kernel(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h,
     gp = fused.alloc((len(fused.LIF_PARAMS), M), h.dtype, "cpu")
     k1, k2 = fused.surrogate_consts(cfg[5], sur_alpha)
     one, zero = _scalars(dt)
-    p = [_np(q, dt, 1) for q in params]
     if not (syn or ada or delay):
         am, th, _, _, _, g, vl, vr = plain_params(params, dt)
         B._BWD_PLAIN[cfg[5]](_grad_rows(g_out, dt), _np(g_vT, dt, 1), _np(g_vtr, dt, 2), has_g,
@@ -330,6 +329,7 @@ def backward_kernel(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h,
                            g, vl, vr, cfg[2], dt.type(k1), dt.type(k2), need, gx.numpy(),
                            gv0.numpy(), gp.numpy(), one, zero, plain_block(M, BWD_BLOCK))
         return gx, gv0, gi0, ga0, gp
+    p = [_np(q, dt, 1) for q in params]
     B._bwd(_grad_rows(g_out, dt), _np(g_vT, dt, 1), _np(g_iT, dt, 1), _np(g_aT, dt, 1),
          _np(g_vtr, dt, 2), _np(g_itr, dt, 2), _np(g_atr, dt, 2), has_g, _np(v0, dt, 1),
          _np(i0, dt, 1), _np(a0, dt, 1), _np(h, dt, 2), _np(i_st, dt, 2), _np(a_st, dt, 2),
