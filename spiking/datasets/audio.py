@@ -145,6 +145,21 @@ def default_fsdd_src() -> Path:
                                / "shared" / "data")) / "fsdd"
 
 
+def _ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there, or raise a clear error."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write the converted FSDD->SHD-format files to {folder} ({e.strerror or e}); "
+            f"pass a writable folder as --data-root (or out=), or leave it out to use the user "
+            f"cache") from e
+
+
 def build_fsdd_shd(src=None, out=None, seed: int = 0, limit=None, progress=True,
                    n_channels: int = 700) -> Path:
     """Convert FSDD to ``<out>/SHD/shd_{train,test}.h5`` (readable by :class:`SHD`).
@@ -157,6 +172,7 @@ def build_fsdd_shd(src=None, out=None, seed: int = 0, limit=None, progress=True,
 
     src = Path(src) if src is not None else default_fsdd_src()
     out = Path(out) if out is not None else cache_dir() / "fsdd-shd"
+    _ensure_writable(out / "SHD")      # before minutes of conversion, not after
     files = fsdd_files(src)
     for split in ("train", "test"):
         sel = [f for f in files if (f[3] in FSDD.test_indices) == (split == "test")]

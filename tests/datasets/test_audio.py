@@ -130,3 +130,11 @@ def test_close_to_lauscher_reference_conversions():
     assert c["mean_time_diff_s"] < 0.003, c
     for (t, _), (r, _) in zip(ours, ref):
         assert 0.85 < len(t) / len(r) < 1.15
+
+
+def test_build_refuses_an_unwritable_folder_before_converting(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"                  # a file where the folder would go (root
+    blocker.write_text("x")                        # ignores permission bits, not this)
+    monkeypatch.setattr(audio, "fsdd_files", lambda src: pytest.fail("converted first"))
+    with pytest.raises(PermissionError, match=r"cannot write the converted .*a-file.SHD"):
+        audio.build_fsdd_shd(src=tmp_path, out=blocker, progress=False)
