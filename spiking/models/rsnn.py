@@ -108,9 +108,18 @@ class RSNN(nn.Module):
                  dropout: float = 0.1, readout: str = "li", readout_reduce: str = "max",
                  readout_tau: float | None = None, surrogate: str = "atan",
                  input_pool: int = 1, input_norm: str = "none", rate_reg: float = 0.0,
-                 rate_max: float = 0.2, backend: str = "auto"):
+                 rate_max: float = 0.2, delay_taps: int = 1, delay_spacing: int = 1,
+                 backend: str = "auto"):
         super().__init__()
         hidden = [int(h) for h in hidden]
+        if int(delay_taps) != delay_taps or delay_taps < 1 or int(delay_spacing) != delay_spacing \
+                or delay_spacing < 1:
+            raise ValueError(f"delay_taps and delay_spacing must be integers >= 1, got "
+                             f"{delay_taps!r}, {delay_spacing!r}")
+        # Synaptic delays (delay_taps > 1): each feed-forward synapse i -> j weighs its input at
+        # delays 0, d, 2d, ..., (K-1) d steps (K = delay_taps, d = delay_spacing), i.e. the
+        # projection is a causal convolution over time with K dilated taps.
+        self.delay_taps, self.delay_spacing = int(delay_taps), int(delay_spacing)
         if not (rate_reg >= 0 and 0 <= rate_max < 1):
             raise ValueError(f"rate_reg must be >= 0 and rate_max in [0, 1), got {rate_reg!r}, "
                              f"{rate_max!r}")
@@ -138,7 +147,11 @@ class RSNN(nn.Module):
         self.layers = nn.ModuleList()
         n_in = self.input_size // self.input_pool
         for h in hidden:
-            self.inputs.append(nn.Linear(n_in, h))
+            if self.delay_taps == 1:
+                self.inputs.append(nn.Linear(n_in, h))
+            else:
+                self.inputs.append(nn.Conv1d(n_in, h, self.delay_taps,
+                                             dilation=self.delay_spacing))
             if input_norm == "batchnorm":
                 self.norms.append(nn.BatchNorm1d(h))
             neuron = ALIF(tau_mem=tau_mem, tau_adapt=tau_adapt, adapt_jump=adapt_jump,
@@ -178,6 +191,10 @@ class RSNN(nn.Module):
         ``self.readout``'s post-processing), dropout (identity in eval mode) is left out and
         padded steps are not masked.
         """
+        if self.delay_taps > 1:
+            raise ValueError(f"to_sequential (NIR export, SpiNNaker-like mapping) needs plain "
+                             f"Linear synapses; this RSNN has synaptic delays (delay_taps="
+                             f"{self.delay_taps}), which the exported layer stacks cannot hold")
         layers: list[nn.Module] = []
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers)):
             w, b = proj.weight.detach().clone(), proj.bias.detach().clone()
@@ -207,7 +224,12 @@ class RSNN(nn.Module):
         h = sum_pool(x, (self.input_size,), self.input_pool)
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers), start=1):
             t, b = h.shape[:2]
-            u = proj(h.reshape(t * b, -1))
+            if self.delay_taps == 1:
+                u = proj(h.reshape(t * b, -1))
+            else:   # causal: zeros before the first step, [T, B, C] -> [B, C, T] -> [T*B, H]
+                left = (self.delay_taps - 1) * self.delay_spacing
+                hb = torch.nn.functional.pad(h.permute(1, 2, 0), (left, 0))
+                u = proj(hb).permute(2, 0, 1).reshape(t * b, -1)
             if len(self.norms):
                 u = self.norms[k - 1](u)
             u = u.reshape(t, b, -1)

@@ -194,3 +194,38 @@ def test_rate_reg_quiets_units_firing_above_the_bound():
         out[reg] = rates(m)
     assert torch.equal(out[0.0], start)                  # no regulariser: nothing moves
     assert out[1.0].mean() < 0.5 * start.mean(), (start.mean(), out[1.0].mean())
+
+
+def test_delay_taps_drive_is_the_delayed_weighted_sum():
+    # drive of neuron j at step t = b_j + sum_i sum_k W[j, i, k] x[t - (K-1-k) d, i] (causal)
+    torch.manual_seed(0)
+    k_taps, d = 3, 2
+    m = RSNN(6, 3, hidden=(5,), delay_taps=k_taps, delay_spacing=d, threshold=0.3).double()
+    conv = m.inputs[0]
+    assert tuple(conv.weight.shape) == (5, 6, k_taps)
+    x = torch.rand(9, 2, 6, dtype=torch.float64)
+    ref = conv.bias.expand(9, 2, 5).clone()
+    for t in range(9):
+        for k in range(k_taps):
+            src = t - (k_taps - 1 - k) * d
+            if src >= 0:
+                ref[t] += x[src] @ conv.weight[:, :, k].T
+    seen = {}
+    m.layers[0].register_forward_pre_hook(lambda mod, args: seen.setdefault("u", args[0]))
+    m(x)
+    torch.testing.assert_close(seen["u"], ref, rtol=0, atol=1e-12)
+    # the future never leaks into the past: changing the last step leaves earlier spikes alone
+    x2 = x.clone()
+    x2[-1] += 5
+    a1, a2 = m(x)[1]["rec1"], m(x2)[1]["rec1"]
+    assert torch.equal(a1[:-1], a2[:-1])
+    m(x).logits.sum().backward()
+    assert conv.weight.grad.abs().sum() > 0
+
+
+def test_delay_errors_and_no_export():
+    for kw in ({"delay_taps": 0}, {"delay_spacing": 0}, {"delay_taps": 2.5}):
+        with pytest.raises(ValueError, match="delay_taps and delay_spacing must be integers"):
+            RSNN(6, 3, **kw)
+    with pytest.raises(ValueError, match=r"synaptic delays \(delay_taps=3\)"):
+        RSNN(6, 3, hidden=(4,), delay_taps=3).to_sequential()
