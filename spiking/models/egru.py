@@ -37,6 +37,7 @@ from torch import nn
 
 from spiking import surrogate as _surrogate
 from spiking.kernels import egru as K
+from spiking.models import delays
 from spiking.models.pooling import pooled_size, sum_pool
 from spiking.models.readout import REDUCTIONS, ClassifierOutput, readout_macs, time_readout
 from spiking.models.registry import register_model
@@ -86,7 +87,8 @@ class EGRULayer(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, threshold_init: float = 0.1,
                  surrogate: str = "triangle", surrogate_alpha: float = K.TRIANGLE_ALPHA,
                  dampening: float = K.DAMPENING, learn_threshold: bool = True,
-                 input_norm: str = "none", backend: str = "auto"):
+                 input_norm: str = "none", delay_taps: int = 1, delay_spacing: int = 1,
+                 backend: str = "auto"):
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, "
@@ -94,7 +96,11 @@ class EGRULayer(nn.Module):
         if input_norm not in ("none", "batchnorm"):
             raise ValueError(f"input_norm must be 'none' or 'batchnorm', got {input_norm!r}")
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.linear = nn.Linear(input_size, 3 * hidden_size)
+        # Synaptic delays (delay_taps > 1): a causal dilated convolution over time
+        # (spiking.models.delays).
+        self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
+        self.linear = delays.projection(input_size, 3 * hidden_size, self.delay_taps,
+                                        self.delay_spacing)
         # Optional batch normalisation of the drive W x + b over (time, batch), per gate unit
         # (as the RSNN's ``input_norm``): sparse spike inputs then start at unit scale.
         self.norm = nn.BatchNorm1d(3 * hidden_size) if input_norm == "batchnorm" else None
@@ -115,7 +121,7 @@ class EGRULayer(nn.Module):
     def forward(self, x: torch.Tensor, state: K.EGRUState | None = None, record: bool = False):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"EGRULayer expects [T, B, {self.input_size}], got {tuple(x.shape)}")
-        wx = self.linear(x)
+        wx = delays.apply(self.linear, x)
         if self.norm is not None:
             wx = self.norm(wx.reshape(-1, wx.shape[-1])).reshape(wx.shape)
         return K.run(wx, state, self.params(), backend=self.backend, record=record)
@@ -128,7 +134,7 @@ class EGRU(nn.Module):
                  dropout: float = 0.1, activity_reg: float = 0.0, surrogate: str = "triangle",
                  surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
                  input_pool: int = 1, input_norm: str = "none", readout_reduce: str = "mean",
-                 backend: str = "auto"):
+                 delay_taps: int = 1, delay_spacing: int = 1, backend: str = "auto"):
         super().__init__()
         if readout_reduce not in REDUCTIONS:
             raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
@@ -147,7 +153,8 @@ class EGRU(nn.Module):
         self.layers = nn.ModuleList(
             EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
                       surrogate_alpha=surrogate_alpha, dampening=dampening,
-                      input_norm=input_norm, backend=backend)
+                      input_norm=input_norm, delay_taps=delay_taps,
+                      delay_spacing=delay_spacing, backend=backend)
             for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden[-1], n_classes)
@@ -180,15 +187,17 @@ class EGRU(nn.Module):
         event-driven figures: ``recurrent_macs_event`` (3H per event feeding a next step),
         ``spikes`` (all events); layer k > 0 reads layer k-1's events. With ``x`` the first
         layer's input events are counted too (``input_acs_event`` when ``x`` is binary,
-        ``input_macs_event`` otherwise). ``readout_macs_dense``: the linear readout (once per
+        ``input_macs_event`` otherwise). With synaptic delays (``delay_taps`` K) a dense input
+        step reads K input vectors, and an event reaches the layer once per delay that falls
+        inside the sequence. ``readout_macs_dense``: the linear readout (once per
         sample for the ``"mean"`` and ``"last"`` reductions, once per step for ``"max"``)."""
         if activity is None and output is not None:
             activity = output[1]
         total: dict[str, int] = {}
-        prev_events, binary = None, False
+        prev_steps, binary = None, False          # input events per step of the current layer
         if x is not None:
             h = self._inputs(x)
-            prev_events = int((h != 0).sum())
+            prev_steps = (h != 0).flatten(1).sum(1)
             binary = bool(((h == 0) | (h == 1)).all())
         spikes = 0
         for k, layer in enumerate(self.layers):
@@ -196,12 +205,15 @@ class EGRU(nn.Module):
             if activity is not None:
                 ev = int(activity[f"egru{k}"][:-1].sum())
                 spikes += int(activity[f"egru{k}"].sum())
-            c = K.op_counts((t, b, layer.hidden_size), layer.input_size, events=ev,
-                            input_events=prev_events)
+            n_in = None if prev_steps is None else int(prev_steps.sum())
+            if layer.delay_taps > 1 and prev_steps is not None:   # each event at every delay
+                n_in = delays.fan_out_steps(prev_steps, layer.delay_taps, layer.delay_spacing)
+            c = K.op_counts((t, b, layer.hidden_size), layer.input_size * layer.delay_taps,
+                            events=ev, input_events=n_in)
             c.pop("events", None)
             if k == 0 and binary and "input_macs_event" in c:
                 c["input_acs_event"] = c.pop("input_macs_event")
-            prev_events = None if activity is None else int(activity[f"egru{k}"].sum())
+            prev_steps = None if activity is None else activity[f"egru{k}"].flatten(1).sum(1)
             for key, v in c.items():
                 total[key] = total.get(key, 0) + v
         if activity is not None:

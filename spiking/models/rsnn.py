@@ -55,6 +55,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spiking.models import delays
 from spiking.models.pooling import sum_pool
 from spiking.models.readout import ClassifierOutput, Readout
 from spiking.models.recurrent import Recurrent
@@ -112,14 +113,10 @@ class RSNN(nn.Module):
                  backend: str = "auto"):
         super().__init__()
         hidden = [int(h) for h in hidden]
-        if int(delay_taps) != delay_taps or delay_taps < 1 or int(delay_spacing) != delay_spacing \
-                or delay_spacing < 1:
-            raise ValueError(f"delay_taps and delay_spacing must be integers >= 1, got "
-                             f"{delay_taps!r}, {delay_spacing!r}")
-        # Synaptic delays (delay_taps > 1): each feed-forward synapse i -> j weighs its input at
-        # delays 0, d, 2d, ..., (K-1) d steps (K = delay_taps, d = delay_spacing), i.e. the
-        # projection is a causal convolution over time with K dilated taps.
-        self.delay_taps, self.delay_spacing = int(delay_taps), int(delay_spacing)
+        # Synaptic delays (delay_taps K > 1): each feed-forward synapse i -> j weighs its input
+        # at delays 0, d, ..., (K-1) d steps (d = delay_spacing), a causal dilated convolution
+        # over time (spiking.models.delays).
+        self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
         if not (rate_reg >= 0 and 0 <= rate_max < 1):
             raise ValueError(f"rate_reg must be >= 0 and rate_max in [0, 1), got {rate_reg!r}, "
                              f"{rate_max!r}")
@@ -147,11 +144,7 @@ class RSNN(nn.Module):
         self.layers = nn.ModuleList()
         n_in = self.input_size // self.input_pool
         for h in hidden:
-            if self.delay_taps == 1:
-                self.inputs.append(nn.Linear(n_in, h))
-            else:
-                self.inputs.append(nn.Conv1d(n_in, h, self.delay_taps,
-                                             dilation=self.delay_spacing))
+            self.inputs.append(delays.projection(n_in, h, self.delay_taps, self.delay_spacing))
             if input_norm == "batchnorm":
                 self.norms.append(nn.BatchNorm1d(h))
             neuron = ALIF(tau_mem=tau_mem, tau_adapt=tau_adapt, adapt_jump=adapt_jump,
@@ -224,12 +217,7 @@ class RSNN(nn.Module):
         h = sum_pool(x, (self.input_size,), self.input_pool)
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers), start=1):
             t, b = h.shape[:2]
-            if self.delay_taps == 1:
-                u = proj(h.reshape(t * b, -1))
-            else:   # causal: zeros before the first step, [T, B, C] -> [B, C, T] -> [T*B, H]
-                left = (self.delay_taps - 1) * self.delay_spacing
-                hb = torch.nn.functional.pad(h.permute(1, 2, 0), (left, 0))
-                u = proj(hb).permute(2, 0, 1).reshape(t * b, -1)
+            u = delays.apply(proj, h).reshape(t * b, -1)
             if len(self.norms):
                 u = self.norms[k - 1](u)
             u = u.reshape(t, b, -1)

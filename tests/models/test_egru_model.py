@@ -160,3 +160,39 @@ def test_input_pool_sums_neighbouring_audio_channels():
     for bad_pool, shape in ((0, (700,)), (2, (4, 5)), (1.5, (700,))):
         with pytest.raises(ValueError, match="input_pool must be"):
             EGRU(shape, 3, input_pool=bad_pool)
+
+
+def test_delay_taps_drive_and_op_counts():
+    torch.manual_seed(0)
+    taps, d, t, b = 3, 2, 7, 2
+    m = EGRU(5, 3, hidden=[4, 6], threshold_init=0.05, dropout=0.0, delay_taps=taps,
+             delay_spacing=d).double()
+    conv = m.layers[0].linear
+    assert tuple(conv.weight.shape) == (12, 5, taps)
+    x = (torch.rand(t, b, 5) < 0.4).double()
+    ref = conv.bias.expand(t, b, 12).clone()          # causal delayed sum, written out
+    for s in range(t):
+        for k in range(taps):
+            if s - (taps - 1 - k) * d >= 0:
+                ref[s] += x[s - (taps - 1 - k) * d] @ conv.weight[:, :, k].T
+    seen = {}
+    hook = K.run
+    try:
+        K.run = lambda wx, *a, **kw: (seen.setdefault("wx", wx), hook(wx, *a, **kw))[1]
+        _, act = m(x)
+    finally:
+        K.run = hook
+    torch.testing.assert_close(seen["wx"], ref, rtol=0, atol=1e-12)
+
+    def pairs(ev_per_step):        # (event, delay) pairs whose output step is inside [0, T)
+        return sum(int(ev_per_step[s]) for s in range(t) for k in range(taps) if s + k * d < t)
+
+    c = m.op_counts(t, b, act, x=x)
+    h0, h1 = 4, 6
+    assert c["input_macs_dense"] == t * b * 3 * (h0 * 5 + h1 * h0) * taps
+    in0 = pairs((x != 0).flatten(1).sum(1))
+    in1 = pairs(act["egru0"].flatten(1).sum(1))
+    assert c["input_acs_event"] == 3 * h0 * in0
+    assert c["input_macs_event"] == 3 * h1 * in1
+    with pytest.raises(ValueError, match="delay_taps and delay_spacing must be integers"):
+        EGRU(5, 3, delay_spacing=0)
