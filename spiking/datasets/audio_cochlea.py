@@ -181,7 +181,11 @@ def cochlea(x, fs: int, n_channels: int = 700, seed: int = 0, exact: bool = Fals
     from scipy import fft as sfft
 
     from spiking.datasets.audio_numba import hair_bushy
+    from spiking.kernels.cpu import match_torch_threads
 
+    # numba's parallel loops below on torch's thread count; the first one launches numba's
+    # OpenMP pool, which would otherwise leave torch (sharing the runtime) on every core
+    match_torch_threads()
     xs = prepare(x)
     n_bins = xs.size // 2 + 1
     fs2 = int(fs) // 2
