@@ -27,3 +27,22 @@ def shared_data() -> Path:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread_counts():
+    """Run Python ``code`` in a fresh ``OMP_NUM_THREADS=1`` process (numba's default pool
+    size) and return the words it prints; skips where numba has a single thread anyway."""
+    import subprocess
+    import sys
+
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+
+    def run(code: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env={**env, "OMP_NUM_THREADS": "1"})
+        return out.stdout.split()
+    return run

@@ -140,21 +140,12 @@ def test_build_refuses_an_unwritable_folder_before_converting(tmp_path, monkeypa
         audio.build_fsdd_shd(src=tmp_path, out=blocker, progress=False)
 
 
-def test_one_thread_job_converts_on_one_thread_and_stays_there():
+def test_one_thread_job_converts_on_one_thread_and_stays_there(one_thread_counts):
     """The cochlea's numba loops launch numba's OpenMP pool; in a fresh OMP_NUM_THREADS=1
     process torch (and numba) must keep one thread afterwards (it used to be every core, so
     a training that converted FSDD first then ran its matmuls on every core)."""
-    import subprocess
-    import sys
-
-    numba = pytest.importorskip("numba")
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba has a single thread here")
     code = ("import numpy as np, torch, numba\n"
             "from spiking.datasets import audio_cochlea as ac\n"
             "ac.cochlea(np.random.default_rng(0).standard_normal(4800), 48000, n_channels=20)\n"
             "print(torch.get_num_threads(), numba.get_num_threads())\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**env, "OMP_NUM_THREADS": "1"})
-    assert out.stdout.split() == ["1", "1"], out.stdout + out.stderr
+    assert one_thread_counts(code) == ["1", "1"]

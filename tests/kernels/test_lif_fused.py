@@ -7,7 +7,6 @@ call counter proves that the fused path ran.
 
 import itertools
 import math
-import os
 
 import pytest
 import torch
@@ -295,24 +294,15 @@ def test_fused_cpu_kernels_use_torchs_thread_count():
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
-def test_one_thread_job_stays_on_one_thread():
+def test_one_thread_job_stays_on_one_thread(one_thread_counts):
     """A fresh process with OMP_NUM_THREADS=1 keeps one thread for torch and numba through
     fused calls (launching numba's OpenMP pool used to raise torch's count to every core)."""
-    import subprocess
-    import sys
-
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba has a single thread here")
     code = ("import torch, numba, spiking\n"
             "x = torch.rand(5, 2, 300, requires_grad=True)\n"
             "for _ in range(3):\n"
             "    spiking.LIF(backend='cpu')(x)[0].sum().backward()\n"
             "print(torch.get_num_threads(), numba.get_num_threads())\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**env, "OMP_NUM_THREADS": "1"})
-    assert out.stdout.split() == ["1", "1"], out.stdout
+    assert one_thread_counts(code) == ["1", "1"]
 
 
 def test_opcheck_and_torch_compile():
