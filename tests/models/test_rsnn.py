@@ -229,3 +229,20 @@ def test_delay_errors_and_no_export():
             RSNN(6, 3, **kw)
     with pytest.raises(ValueError, match=r"synaptic delays \(delay_taps=3\)"):
         RSNN(6, 3, hidden=(4,), delay_taps=3).to_sequential()
+
+
+def test_delay_taps_operation_counts():
+    # dense: every output step reads K input vectors; event-driven: an input spike reaches
+    # each output neuron once per delay that lands inside the sequence
+    from spiking.hardware.counting import count
+    from spiking.models import delays
+
+    t, b, c, h, k, d = 10, 2, 6, 5, 3, 2
+    x = (torch.rand(t, b, c) < 0.3).float()
+    m = RSNN(c, 3, hidden=(h,), delay_taps=k, delay_spacing=d).eval()
+    conv = count(m, x).layers[0]
+    assert conv.name == "inputs.0"
+    assert conv.dense == t * h * c * k
+    pairs = sum(int(x[s].sum()) for s in range(t) for j in range(k) if s + j * d < t)
+    assert conv.effective_acs == h * pairs / b
+    assert delays.fan_out_steps(x.flatten(1).sum(1), k, d) == pairs
