@@ -166,6 +166,12 @@ class RSNN(nn.Module):
             with torch.no_grad():
                 layer.recurrent.weight.mul_(layer._autapse_mask)
 
+    @property
+    def input_shape(self) -> tuple[int]:
+        """Per-step input shape ``(input_size,)`` (before ``input_pool``), for tools that build
+        example inputs (:func:`spiking.hardware.report.example_input`)."""
+        return (self.input_size,)
+
     @torch.no_grad()
     def to_sequential(self) -> Sequential:
         """The network as a :class:`spiking.Sequential` for the NIR export and the
@@ -187,7 +193,8 @@ class RSNN(nn.Module):
         if self.delay_taps > 1:
             raise ValueError(f"to_sequential (NIR export, SpiNNaker-like mapping) needs plain "
                              f"Linear synapses; this RSNN has synaptic delays (delay_taps="
-                             f"{self.delay_taps}), which the exported layer stacks cannot hold")
+                             f"{self.delay_taps}), which the exported layer stacks cannot hold; "
+                             f"train with model_args delay_taps=1 for an exportable network")
         layers: list[nn.Module] = []
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers)):
             w, b = proj.weight.detach().clone(), proj.bias.detach().clone()

@@ -246,3 +246,14 @@ def test_delay_taps_operation_counts():
     pairs = sum(int(x[s].sum()) for s in range(t) for j in range(k) if s + j * d < t)
     assert conv.effective_acs == h * pairs / b
     assert delays.fan_out_steps(x.flatten(1).sum(1), k, d) == pairs
+
+
+@pytest.mark.parametrize("kw", [{"input_pool": 5}, {"delay_taps": 3}])
+def test_hardware_example_input_has_the_models_input_shape(kw):
+    # the first weight layer does not tell it here (pooled channels, or a convolution)
+    from spiking.hardware.report import example_input
+
+    m = RSNN(20, 3, hidden=(8,), **kw)
+    x = example_input(m, steps=7)
+    assert x.shape == (7, 1, 20)
+    m(x)
