@@ -22,7 +22,8 @@ The update is the LIF family of :mod:`spiking.kernels.lif` (``reset_delay=False`
 with ``leak_q = round((1 - a_mem) v_leak 2^F)``, ``th_q = round(theta 2^F)``. Timing:
 ``timing="model"`` delivers spikes of a feed-forward projection in the same step (populations
 are updated in order, as :class:`spiking.Sequential` does) and of a recurrent projection
-(``pre == post``) in the next, which reproduces the float model; ``timing="hardware"`` uses
+(``pre == post``) in the next, which reproduces the float model (a synapse with ``delay`` D
+> 1, a tap of a :class:`~spiking.models.delays.DelayedLinear`, D - 1 steps later); ``timing="hardware"`` uses
 each projection's ``delay`` (>= 1 step) literally, as SpiNNaker would deliver the packets.
 
 With weights, decays, gains and thresholds exactly representable (e.g. powers of two) and no
@@ -122,6 +123,7 @@ def simulate(m, neurons: dict, input_spikes: dict, steps: int | None = None, *,
         ptr = np.searchsorted(pre, np.arange(pr.n_pre + 1))
         syn.append((pr, ptr, tc, post, w, np.asarray(pr.delay, dtype=np.int64)[order]))
     d = int(decay_bits)
+    max_delay = max([1] + [int(s_[5].max()) for s_ in syn if s_[5].size])
     st, out, vrec = {}, {}, {}
     for p, c in neurons.items():
         n, f = m.populations[p], frac[p]
@@ -134,7 +136,7 @@ def simulate(m, neurons: dict, input_spikes: dict, steps: int | None = None, *,
                  "g": fx(c.gain, d), "unit_gain": bool(np.all(np.asarray(c.gain) == 1.0)),
                  "leak": fx((1 - np.asarray(c.alpha_mem)) * np.asarray(c.v_leak)),
                  "th": fx(c.threshold), "vr": fx(c.v_reset), "bias": fx(c.bias),
-                 "pending": np.zeros((steps + 2, n), np.int64)}
+                 "pending": np.zeros((steps + max_delay + 1, n), np.int64)}
         out[p] = np.zeros((steps, n), bool)
         vrec[p] = np.zeros((steps, n), np.int64)
     for p, s in input_spikes.items():
@@ -149,12 +151,12 @@ def simulate(m, neurons: dict, input_spikes: dict, steps: int | None = None, *,
             ok = np.isin(tc[a:b], list(reached))
             if not ok.all():
                 raise AssertionError(f"routing misses cores of {pr.name} neuron {j}")
-            if timing == "model":
-                lag = 1 if pr.pre == pr.post else 0
-                np.add.at(st[pr.post]["pending"][t + lag], post[a:b], w[a:b])
+            if timing == "model":   # the hop of a feed-forward projection costs no step
+                lag = delay[a:b] - (0 if pr.pre == pr.post else 1)
+                np.add.at(st[pr.post]["pending"], (t + lag, post[a:b]), w[a:b])
             else:
                 for k in range(a, b):
-                    if t + delay[k] < steps + 2:
+                    if t + delay[k] < steps:
                         st[pr.post]["pending"][t + delay[k], post[k]] += w[k]
 
     for t in range(steps):
@@ -187,6 +189,7 @@ def from_model(model, x, *, machine=None, **kw):
     from torch import nn
 
     from spiking.hardware import spinnaker
+    from spiking.models.delays import DelayedLinear
     from spiking.models.recurrent import Recurrent
 
     if not bool(((x == 0) | (x == 1)).all()):
@@ -204,7 +207,9 @@ def from_model(model, x, *, machine=None, **kw):
     m = spinnaker.map_network(pops, projs, machine or spinnaker.SPINNAKER2)
     neurons, bias = {}, None
     for i, layer in enumerate(model):
-        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if isinstance(layer, DelayedLinear):                # one bias per output neuron
+            bias = layer.conv.bias
+        elif isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             bias = layer.bias
             if bias is not None and not isinstance(layer, nn.Linear):   # per channel
                 bias = bias.repeat_interleave(pops[f"pop{i + 1 + _skip(model, i)}"]

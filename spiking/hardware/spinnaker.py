@@ -358,6 +358,8 @@ def network_from_model(model, example):
 
     Returns ``(populations, projections, spikes)``: ``"input"`` is the flattened input, each
     neuron layer a population; a Linear between populations is a projection (delay 1 step), a
+    :class:`~spiking.models.delays.DelayedLinear` one whose tap ``k`` synapses have delay
+    ``1 + (K-1-k) d`` steps, a
     convolution is unrolled into its synapses (:func:`unroll_conv`); a Recurrent adds its
     input and recurrent projections. Average / sum pooling is a fixed-weight projection
     (:func:`unroll_pool`) composed with the weight layer before or after it into one
@@ -368,6 +370,7 @@ def network_from_model(model, example):
     import torch
     from torch import nn
 
+    from spiking.models.delays import DelayedLinear
     from spiking.models.recurrent import Recurrent
     from spiking.neurons.base import Neuron
     from spiking.sequential import Sequential
@@ -387,15 +390,21 @@ def network_from_model(model, example):
     in_shapes = [tuple(example.shape[2:])] + [tuple(o.shape[2:]) for o in outs]
 
     def add(name, w, pre, post):
-        if isinstance(w, tuple):                       # unrolled convolution
+        delay = None
+        if isinstance(w, DelayedLinear):               # taps = synapses with extra delays
+            pre_i, post_i, wv, lag = w.synapses()
+            n_pre, n_post = populations[pre], populations[post]
+            delay = 1 + lag
+        elif isinstance(w, tuple):                     # unrolled convolution
             pre_i, post_i, wv, _ = w
             n_pre, n_post = populations[pre], populations[post]
         else:
             w = w.detach().cpu().double().numpy()
             post_i, pre_i = np.nonzero(w)
             wv, n_pre, n_post = w[post_i, pre_i], w.shape[1], w.shape[0]
+        delay = np.ones(pre_i.size) if delay is None else delay
         projections.append(Projection(name, pre, post, n_pre, n_post, pre_i, post_i, wv,
-                                      np.ones(pre_i.size, dtype=np.int16)))
+                                      delay.astype(np.int16)))
 
     def compose(items):
         """One projection's synapses from a chain of linear maps (applied in order)."""
@@ -420,6 +429,9 @@ def network_from_model(model, example):
         if isinstance(layer, nn.AvgPool2d):
             pending.append((f"{i}", unroll_pool(layer, shape), n_in, False))
             continue
+        if isinstance(layer, DelayedLinear):
+            pending.append((f"{i}", layer, n_in, True))
+            continue
         if isinstance(layer, (nn.Flatten, nn.Identity, nn.Dropout)):
             continue
         if not isinstance(layer, (Neuron, Recurrent)):
@@ -432,6 +444,8 @@ def network_from_model(model, example):
         spikes[name] = (out[:, 0].reshape(out.shape[0], -1) != 0).cpu().numpy()
         if sum(p[3] for p in pending) > 1:
             raise TypeError(f"layer {i}: two weight layers in a row cannot be mapped")
+        if len(pending) > 1 and any(isinstance(p[1], DelayedLinear) for p in pending):
+            raise TypeError(f"layer {i}: a DelayedLinear composed with pooling cannot be mapped")
         if len(pending) == 1:
             add(f"{prev}->{name}:{pending[0][0]}", pending[0][1], prev, name)
         elif pending:

@@ -52,3 +52,55 @@ def fan_out_steps(events_per_step: torch.Tensor, taps: int, spacing: int) -> int
     t = events_per_step.shape[0]
     reach = torch.clamp((t - 1 - torch.arange(t)) // spacing + 1, max=taps)
     return int((events_per_step.to(torch.int64) * reach).sum())
+
+
+class DelayedLinear(nn.Module):
+    """A delayed projection as a layer of a :class:`spiking.Sequential` stack: ``y, buf =
+    layer(x, buf=None)``, ``x`` ``[T, B, I]`` -> ``[T, B, O]``; ``buf`` ``[B, I, (K-1) d]``
+    holds the last inputs (zeros at the start), so a sequence run in chunks gives the same
+    output as in one piece. ``conv``: the :func:`projection` ``nn.Conv1d``.
+
+    :meth:`synapses` lists it as synapses with delays, the form the SpiNNaker-like mapping
+    takes (:func:`spiking.hardware.spinnaker.network_from_model`): tap ``k`` of ``W[j, i, :]``
+    is the synapse ``i -> j`` delayed by ``(K-1-k) d`` steps."""
+
+    stateful = True
+
+    def __init__(self, conv: nn.Conv1d):
+        super().__init__()
+        if not isinstance(conv, nn.Conv1d) or conv.groups != 1 or conv.stride != (1,) or (
+                conv.padding != (0,)):
+            raise TypeError(f"DelayedLinear wraps an nn.Conv1d with groups=1, stride 1 and no "
+                            f"padding, got {conv!r}")
+        self.conv = conv
+
+    @property
+    def taps(self) -> int:
+        return self.conv.kernel_size[0]
+
+    @property
+    def spacing(self) -> int:
+        return self.conv.dilation[0]
+
+    @property
+    def history(self) -> int:
+        """Past steps the layer reads: ``(K-1) d``."""
+        return (self.taps - 1) * self.spacing
+
+    def forward(self, x: torch.Tensor, buf: torch.Tensor | None = None):
+        if x.dim() != 3 or x.shape[-1] != self.conv.in_channels:
+            raise ValueError(f"DelayedLinear expects [T, B, {self.conv.in_channels}], got "
+                             f"{tuple(x.shape)}")
+        xb = x.permute(1, 2, 0)
+        if buf is None:
+            buf = xb.new_zeros(xb.shape[0], xb.shape[1], self.history)
+        full = torch.cat([buf, xb], dim=2)
+        return self.conv(full).permute(2, 0, 1), full[:, :, full.shape[2] - self.history:]
+
+    @torch.no_grad()
+    def synapses(self):
+        """``(pre, post, weight, lag)`` numpy arrays of the non-zero taps, lag in steps."""
+        w = self.conv.weight.detach().cpu().double()                  # [O, I, K]
+        post, pre, k = (v.numpy() for v in torch.nonzero(w, as_tuple=True))
+        lag = (self.taps - 1 - k) * self.spacing
+        return pre, post, w.numpy()[post, pre, k], lag

@@ -188,27 +188,25 @@ class RSNN(nn.Module):
         eps)`` (equal up to rounding). As with ``CSNN.to_sequential``, the output is the
         readout neuron's output ``[T, B, classes]`` (the logits are its reduction over time,
         ``self.readout``'s post-processing), dropout (identity in eval mode) is left out and
-        padded steps are not masked.
+        padded steps are not masked. With synaptic delays each input Linear is a
+        :class:`spiking.models.delays.DelayedLinear` instead (same folding, per tap); the
+        SpiNNaker-like mapping takes its taps as delayed synapses, the NIR export refuses it.
         """
-        if self.delay_taps > 1:
-            raise ValueError(f"to_sequential (NIR export, SpiNNaker-like mapping) needs plain "
-                             f"Linear synapses; this RSNN has synaptic delays (delay_taps="
-                             f"{self.delay_taps}), which the exported layer stacks cannot hold; "
-                             f"train with model_args delay_taps=1 for an exportable network")
         layers: list[nn.Module] = []
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers)):
-            w, b = proj.weight.detach().clone(), proj.bias.detach().clone()
+            w, b = proj.weight.detach().clone(), proj.bias.detach().clone()   # [H, C(, K)]
             if k == 0 and self.input_pool > 1:
                 w = w.repeat_interleave(self.input_pool, dim=1)
             if len(self.norms):
                 bn = self.norms[k]
                 s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-                w = w * s[:, None]
+                w = w * s.reshape(-1, *[1] * (w.dim() - 1))
                 b = (b - bn.running_mean) * s + bn.bias.detach()
-            lin = nn.Linear(w.shape[1], w.shape[0]).to(w)
+            lin = delays.projection(w.shape[1], w.shape[0], self.delay_taps,
+                                    self.delay_spacing).to(w)
             lin.weight.copy_(w)
             lin.bias.copy_(b)
-            layers += [lin, layer]
+            layers += [lin if self.delay_taps == 1 else delays.DelayedLinear(lin), layer]
         return Sequential(*layers, self.readout.fc, self.readout.neuron)
 
     @staticmethod

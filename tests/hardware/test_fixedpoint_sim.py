@@ -124,3 +124,27 @@ def test_conv_unrolled_into_synapses_runs_exactly():
     pooled = spiking.Sequential(nn.Conv2d(2, 3, 3), nn.MaxPool2d(2), spiking.LIF(**KW))
     with pytest.raises(TypeError, match="MaxPool2d.*pooling"):
         S.network_from_model(pooled, x)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_delayed_synapses_exact_in_model_timing(seed):
+    # a DelayedLinear (RSNN synaptic delays) maps to synapses with delays 1 + (K-1-k) d; in
+    # model timing they arrive (K-1-k) d steps later, as the float stack computes, and the
+    # bias is added every step
+    from spiking.models.delays import DelayedLinear, projection
+
+    g = torch.Generator().manual_seed(seed)
+    conv = projection(8, 6, 3, 2)
+    m = spiking.Sequential(DelayedLinear(conv), spiking.LIF(tau_mem=4.0, threshold=1.0, **KW),
+                           nn.Linear(6, 4, bias=False), spiking.LIF(tau_mem=2.0, **KW))
+    with torch.no_grad():
+        conv.weight.copy_(_pow2((6, 8, 3), g))
+        conv.bias.copy_(2.0 ** -torch.randint(2, 5, (6,), generator=g).float())
+        m[2].weight.copy_(_pow2((4, 6), g) * 2)
+    x = (torch.rand(40, 1, 8, generator=g) < 0.4).float()
+    sim, ref, mp = F.from_model(m, x)
+    proj = next(p for p in mp.projections if p.pre == "input")
+    assert sorted(set(proj.delay.tolist())) == [1, 3, 5]
+    assert ref["pop1"].any() and ref["pop3"].any()
+    for p in ("pop1", "pop3"):
+        assert np.array_equal(sim[p], ref[p]), p

@@ -103,10 +103,12 @@ def test_input_batchnorm_wakes_a_silent_network():
         RSNN(50, 3, input_norm="layer")
 
 
-@pytest.mark.parametrize("pool,norm", [(1, "none"), (5, "batchnorm")])
-def test_to_sequential_computes_the_eval_model(pool, norm):
+@pytest.mark.parametrize("pool,norm,taps", [(1, "none", 1), (5, "batchnorm", 1),
+                                            (5, "batchnorm", 3)])
+def test_to_sequential_computes_the_eval_model(pool, norm, taps):
     torch.manual_seed(0)
-    m = RSNN(20, 3, hidden=(12, 8), input_pool=pool, input_norm=norm, threshold=0.3).double()
+    m = RSNN(20, 3, hidden=(12, 8), input_pool=pool, input_norm=norm, threshold=0.3,
+             delay_taps=taps, delay_spacing=2).double()
     x = 2 * (torch.rand(25, 4, 20, dtype=torch.float64) < 0.3).double()
     m.train()
     m(x)                                    # BatchNorm running statistics move off 0 / 1
@@ -223,12 +225,37 @@ def test_delay_taps_drive_is_the_delayed_weighted_sum():
     assert conv.weight.grad.abs().sum() > 0
 
 
-def test_delay_errors_and_no_export():
+def test_delay_errors():
     for kw in ({"delay_taps": 0}, {"delay_spacing": 0}, {"delay_taps": 2.5}):
         with pytest.raises(ValueError, match="delay_taps and delay_spacing must be integers"):
             RSNN(6, 3, **kw)
-    with pytest.raises(ValueError, match=r"synaptic delays \(delay_taps=3\)"):
-        RSNN(6, 3, hidden=(4,), delay_taps=3).to_sequential()
+
+
+def test_delayed_stack_runs_in_chunks_and_maps_to_delayed_synapses():
+    from spiking.hardware import spinnaker
+    from spiking.models.delays import DelayedLinear
+
+    torch.manual_seed(0)
+    m = RSNN(6, 3, hidden=(5,), delay_taps=3, delay_spacing=2, threshold=0.3).double().eval()
+    seq = m.to_sequential()
+    assert isinstance(seq[0], DelayedLinear) and seq[0].history == 4
+    x = (torch.rand(11, 2, 6, dtype=torch.float64) < 0.4).double()
+    whole, _ = seq(x)
+    first, st = seq(x[:3])                # shorter than the delay history
+    second, _ = seq(x[3:], st)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=1e-12)
+    pops, projs, _ = spinnaker.network_from_model(m, x)
+    proj = next(p for p in projs if p.pre == "input")
+    w = seq[0].conv.weight.detach()
+    assert proj.pre_idx.size == int((w != 0).sum()) == 5 * 6 * 3
+    # tap k of W[j, i] is i -> j delayed by (K-1-k) d steps on top of the one-step hop
+    for j, i, k in ((0, 0, 0), (4, 5, 2), (2, 3, 1)):
+        hit = (proj.post_idx == j) & (proj.pre_idx == i) & (proj.weight == float(w[j, i, k]))
+        assert hit.sum() == 1 and proj.delay[hit][0] == 1 + (2 - k) * 2
+    pytest.importorskip("nir")
+    from spiking.hardware.export import to_nir
+    with pytest.raises(TypeError, match="DelayedLinear.*no NIR"):
+        to_nir(m, x[:, :1])
 
 
 def test_delay_taps_operation_counts():
