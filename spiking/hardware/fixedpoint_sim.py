@@ -22,9 +22,10 @@ The update is the LIF family of :mod:`spiking.kernels.lif` (``reset_delay=False`
 with ``leak_q = round((1 - a_mem) v_leak 2^F)``, ``th_q = round(theta 2^F)``. Timing:
 ``timing="model"`` delivers spikes of a feed-forward projection in the same step (populations
 are updated in order, as :class:`spiking.Sequential` does) and of a recurrent projection
-(``pre == post``) in the next, which reproduces the float model (a synapse with ``delay`` D
-> 1, a tap of a :class:`~spiking.models.delays.DelayedLinear`, D - 1 steps later); ``timing="hardware"`` uses
-each projection's ``delay`` (>= 1 step) literally, as SpiNNaker would deliver the packets.
+(``pre == post``) in the next, which reproduces the float model (a feed-forward synapse
+with ``delay`` D > 1, a tap of a :class:`~spiking.models.delays.DelayedLinear`, D - 1 steps
+later); ``timing="hardware"`` uses each synapse's ``delay`` (>= 1 step) literally, as
+SpiNNaker would deliver the packets.
 
 With weights, decays, gains and thresholds exactly representable (e.g. powers of two) and no
 overflow, the spikes equal the float model's exactly and the membranes equal them while the
