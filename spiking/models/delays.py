@@ -50,7 +50,8 @@ def fan_out_steps(events_per_step: torch.Tensor, taps: int, spacing: int) -> int
     (event, delay) pairs reach an output step inside the sequence (each reaches every output
     unit of the projection once)."""
     t = events_per_step.shape[0]
-    reach = torch.clamp((t - 1 - torch.arange(t)) // spacing + 1, max=taps)
+    reach = torch.clamp((t - 1 - torch.arange(t, device=events_per_step.device)) // spacing + 1,
+                        max=taps)
     return int((events_per_step.to(torch.int64) * reach).sum())
 
 
