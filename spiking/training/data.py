@@ -11,7 +11,9 @@ name           what                                                         binn
 ``fsdd-shd``   FSDD audio converted to SHD-format spikes: ``--data-root``    fixed span 1.4 s
                holds ``SHD/shd_{train,test}.h5``; when absent they are built
                there (default ``<user cache>/fsdd-shd``) by
-               :func:`spiking.datasets.audio.build_fsdd_shd`
+               :func:`spiking.datasets.audio.build_fsdd_shd`; a root that
+               holds the recordings (``fsdd/``) is read, the files are
+               built in the user cache
 =============  ===========================================================  ==================
 
 Camera recordings are split into ``n_time_bins`` equal bins per recording (tonic ``ToFrame``);
@@ -252,9 +254,17 @@ def _readers(cfg):
         from spiking.datasets import audio
         from spiking.datasets.locate import cache_dir
 
+        def built(r: Path) -> bool:
+            return all((r / "SHD" / f"shd_{s}.h5").is_file() for s in ("train", "test"))
+
         root = Path(cfg.data_root) if cfg.data_root else cache_dir() / "fsdd-shd"
-        if not all((root / "SHD" / f"shd_{s}.h5").is_file() for s in ("train", "test")):
-            audio.build_fsdd_shd(out=root, progress=cfg.progress)
+        src = None
+        if cfg.data_root and not built(root) and (root / "fsdd").is_dir():
+            # a data folder holding the FSDD recordings (e.g. ../shared/data): convert them
+            # into the user cache, never into the data folder itself
+            src, root = root / "fsdd", cache_dir() / "fsdd-shd"
+        if not built(root):
+            audio.build_fsdd_shd(src=src, out=root, progress=cfg.progress)
         return D.SHD(root, train=True), D.SHD(root, train=False), \
             "FSDD audio converted to SHD-format spikes (not SHD)"
     raise ValueError(f"unknown dataset {name!r}")

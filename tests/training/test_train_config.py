@@ -280,3 +280,30 @@ def test_augment_blend_flag_reaches_the_batches(monkeypatch, capsys):
     mixed, y = split.batch(range(8), "cpu", augment_blend=1.0)
     assert plain.shape == mixed.shape == (12, 8, 5) and torch.equal(y, split.y)
     assert torch.equal(plain, x.transpose(0, 1).float()) and not torch.equal(mixed, plain)
+
+
+def test_fsdd_shd_from_a_data_folder_converts_into_the_cache_not_the_folder(tmp_path,
+                                                                           monkeypatch):
+    # `--data-root ../shared/data` (which holds fsdd/) must not get an SHD/ folder written
+    import spiking.datasets as D
+    from spiking.datasets import audio
+    from spiking.training import data as TD
+
+    root = tmp_path / "data"
+    (root / "fsdd" / "recordings").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr(audio, "build_fsdd_shd", lambda src=None, out=None, **kw:
+                        calls.append((src, out)))
+    monkeypatch.setattr(D, "SHD", lambda r, train: (r, train))
+    cfg = C.Config.from_dict({"model": "rsnn", "dataset": "fsdd-shd", "data_root": str(root)})
+    train, test, _ = TD._readers(cfg)
+    cache = tmp_path / "cache" / "spiking" / "fsdd-shd"
+    assert calls == [(root / "fsdd", cache)] and train == (cache, True)
+    assert sorted(p.name for p in root.iterdir()) == ["fsdd"]
+    # a folder without recordings is the output folder the user chose, as before
+    out = tmp_path / "out"
+    calls.clear()
+    cfg = C.Config.from_dict({"model": "rsnn", "dataset": "fsdd-shd", "data_root": str(out)})
+    TD._readers(cfg)
+    assert calls == [(None, out)]
