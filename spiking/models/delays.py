@@ -35,14 +35,22 @@ def projection(n_in: int, n_out: int, taps: int, spacing: int) -> nn.Module:
     return nn.Conv1d(n_in, n_out, taps, dilation=spacing)
 
 
-def apply(proj: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x [T, B, I]`` -> ``[T, B, O]`` through :func:`projection`'s module (causal in time).
+def causal(conv: nn.Conv1d, x: torch.Tensor, buf: torch.Tensor | None = None):
+    """A ``Conv1d`` over time, causally: ``x [T, B, I]`` -> ``(y [T, B, O], buf)``; ``buf``
+    ``[B, I, (k-1) dilation]`` holds the inputs before ``x`` (zeros at the start) and is
+    returned for the next chunk. The conv is called as a module so that forward hooks (the
+    operation counter's) see it."""
+    history = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    xb = x.permute(1, 2, 0)                                              # [B, I, T]
+    if buf is None:
+        buf = xb.new_zeros(xb.shape[0], xb.shape[1], history)
+    full = torch.cat([buf, xb], dim=2)
+    return conv(full).permute(2, 0, 1), full[:, :, full.shape[2] - history:]
 
-    Called as a module so that forward hooks (the operation counter's) see it."""
-    if isinstance(proj, nn.Linear):
-        return proj(x)
-    left = (proj.kernel_size[0] - 1) * proj.dilation[0]
-    return proj(nn.functional.pad(x.permute(1, 2, 0), (left, 0))).permute(2, 0, 1)
+
+def apply(proj: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x [T, B, I]`` -> ``[T, B, O]`` through :func:`projection`'s module (causal in time)."""
+    return proj(x) if isinstance(proj, nn.Linear) else causal(proj, x)[0]
 
 
 def fan_out_steps(events_per_step: torch.Tensor, taps: int, spacing: int) -> int:
@@ -92,11 +100,7 @@ class DelayedLinear(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.conv.in_channels:
             raise ValueError(f"DelayedLinear expects [T, B, {self.conv.in_channels}], got "
                              f"{tuple(x.shape)}")
-        xb = x.permute(1, 2, 0)
-        if buf is None:
-            buf = xb.new_zeros(xb.shape[0], xb.shape[1], self.history)
-        full = torch.cat([buf, xb], dim=2)
-        return self.conv(full).permute(2, 0, 1), full[:, :, full.shape[2] - self.history:]
+        return causal(self.conv, x, buf)
 
     @torch.no_grad()
     def synapses(self):

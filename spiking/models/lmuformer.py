@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from spiking.kernels import lmu as K
+from spiking.models import delays
 from spiking.models.registry import register_model
 from spiking.neurons import LIF
 
@@ -55,12 +56,7 @@ class CausalConv1d(nn.Conv1d):
 
     def run(self, x: torch.Tensor, buf: torch.Tensor | None):
         """``x [T, B, C]`` -> ``(y [T, B, C_out], new buf [B, C, k-1])``."""
-        xb = x.permute(1, 2, 0)                                          # [B, C, T]
-        if buf is None:
-            buf = xb.new_zeros(xb.shape[0], xb.shape[1], self.k - 1)
-        full = torch.cat([buf, xb], dim=2)
-        y = self(full).permute(2, 0, 1)          # through __call__: forward hooks see it
-        return y, full[:, :, full.shape[2] - (self.k - 1):]
+        return delays.causal(self, x, buf)
 
 
 class _Act(nn.Module):
