@@ -21,7 +21,14 @@ model with a ``to_sequential()`` method (:class:`~spiking.models.csnn.CSNN`) is 
 stack that method returns. A
 :class:`~spiking.models.recurrent.Recurrent` -> its input ``Affine`` followed by a subgraph
 ``input -> LIF -> output`` with the recurrent edge ``LIF -> W_rec -> LIF`` (snnTorch's RLeaky
-layout). What NIR cannot express is kept in each node's ``metadata`` under ``spiking_*`` keys
+layout). A :class:`~spiking.models.delays.DelayedLinear` (K taps ``d`` steps apart) -> K
+parallel branches ``Delay((K-1-k) d dt) -> Linear(W[:, :, k])`` that all feed the next node
+(NIR sums a node's inputs; the zero-delay tap has no ``Delay`` and carries the bias as an
+``Affine``); ``dt`` is the neighbouring neuron layer's. The import takes any group of parallel
+branches of at most one ``Delay`` and one ``Linear``/``Affine`` (either order: per-input or
+per-output delays, or a direct edge) joining one node, with delays whole multiples of ``dt``,
+and sums them into one ``DelayedLinear`` (taps at the delays' greatest common divisor). What
+NIR cannot express is kept in each node's ``metadata`` under ``spiking_*`` keys
 (discretisation, ``dt``, reset kind — NIR resets to ``v_reset``, our ``subtract`` reset is not
 expressible —, reset delay, current ordering, ALIF adaptation, surrogate); partitions and
 quantisation go to a JSON sidecar (``write_nir(..., sidecar=...)``). :func:`from_nir` reads
@@ -175,6 +182,48 @@ def _recurrent_to_nir(m: Recurrent, shape):
                                   "spiking_recurrent": m.recurrent_kind})
 
 
+_NEURONS = (spiking.LIF, spiking.CubaLIF, spiking.ALIF, spiking.LI)
+
+
+def _stack_dt(layers, i: int) -> float:
+    """``dt`` of the neuron layer nearest after layer ``i`` (else before it): the step a
+    :class:`~spiking.models.delays.DelayedLinear`'s delays are counted in."""
+    order = list(range(i + 1, len(layers))) + list(range(i - 1, -1, -1))
+    for j in order:
+        m = layers[j].neuron if isinstance(layers[j], Recurrent) else layers[j]
+        if isinstance(m, _NEURONS):
+            return float(m.dt)
+    raise ValueError(f"to_nir: layer {i} (DelayedLinear) needs a neuron layer in the stack: its "
+                     f"delays are steps and NIR's Delay takes seconds (the neurons' dt)")
+
+
+def _delayed_to_nir(m, name: str, dt: float) -> tuple[dict, list, list]:
+    """A :class:`~spiking.models.delays.DelayedLinear` as K parallel branches ``input ->
+    Delay((K-1-k) d dt) -> Linear(W[:, :, k])`` (the zero-delay tap without a Delay node and
+    with the bias, as an ``Affine``) that all feed the next node, where NIR sums them.
+    Returns ``(nodes, edges inside, entry and exit node pairs)``."""
+    import nir
+
+    w = m.conv.weight.detach().cpu().numpy()                          # [O, I, K]
+    bias = None if m.conv.bias is None else m.conv.bias.detach().cpu().numpy()
+    nodes, edges, ends = {}, [], []
+    for k in range(m.taps):
+        lag = (m.taps - 1 - k) * m.spacing
+        meta = {"spiking_kind": "DelayedLinear", "spiking_delay_steps": lag, "spiking_dt": dt}
+        tap = f"{name}_tap{k}"
+        wk = np.ascontiguousarray(w[:, :, k])
+        nodes[tap] = (nir.Affine(weight=wk, bias=bias, metadata=meta)
+                      if lag == 0 and bias is not None else nir.Linear(weight=wk, metadata=meta))
+        if lag == 0:
+            ends.append((tap, tap))
+            continue
+        delay = f"{name}_delay{k}"
+        nodes[delay] = nir.Delay(delay=np.full(w.shape[1], lag * dt), metadata=dict(meta))
+        edges.append((delay, tap))
+        ends.append((delay, tap))
+    return nodes, edges, ends
+
+
 def to_nir(model: nn.Module, example: torch.Tensor):
     """A ``nir.NIRGraph`` of ``model`` (a :class:`spiking.Sequential`, a single layer, or a
     model with a ``to_sequential()`` method, which is called first).
@@ -183,30 +232,39 @@ def to_nir(model: nn.Module, example: torch.Tensor):
     shapes without the batch)."""
     import nir
 
+    from spiking.models.delays import DelayedLinear
+
     single = (Recurrent, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, nn.AvgPool2d,
-              spiking.LIF, spiking.CubaLIF, spiking.ALIF, spiking.LI)
+              DelayedLinear, *_NEURONS)
     if not isinstance(model, (nn.Sequential, *single)) and hasattr(model, "to_sequential"):
         model = model.to_sequential()
     if not isinstance(model, (nn.Sequential, *single)):
         raise TypeError(f"to_nir: a {type(model).__name__} is not a layer stack; NIR export takes "
-                        f"a spiking.Sequential of Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d, "
-                        f"Flatten, LIF, CubaLIF, ALIF, LI and Recurrent layers (NIR has no node "
-                        f"for custom forward code, max pooling or dropout)")
+                        f"a spiking.Sequential of Linear, DelayedLinear, Conv1d, Conv2d, "
+                        f"AvgPool2d, SumPool2d, Flatten, LIF, CubaLIF, ALIF, LI and Recurrent "
+                        f"layers (NIR has no node for custom forward code, max pooling or "
+                        f"dropout)")
     layers = list(model) if isinstance(model, nn.Sequential) else [model]
     seq = model if isinstance(model, spiking.Sequential) else spiking.Sequential(*layers)
     with torch.no_grad():
         _, _, outs = seq(example, record=True)
     shapes = [tuple(example.shape[2:])] + [tuple(o.shape[2:]) for o in outs]
     nodes = {"input": nir.Input(input_type=np.array(shapes[0]))}
-    edges, prev = [], "input"
+    edges, prevs = [], ["input"]          # the nodes feeding the next one (NIR sums them)
     for i, layer in enumerate(layers):
         in_shape, out_shape = shapes[i], shapes[i + 1]
         name = f"{i}"
+        if isinstance(layer, DelayedLinear):
+            branch_nodes, inner, ends = _delayed_to_nir(layer, name, _stack_dt(layers, i))
+            nodes.update(branch_nodes)
+            edges += [(p, first) for first, _ in ends for p in prevs] + inner
+            prevs = [last for _, last in ends]
+            continue
         if isinstance(layer, Recurrent):
             if layer.input is not None:
                 nodes[f"{i}_in"] = _linear_to_nir(layer.input)
-                edges.append((prev, f"{i}_in"))
-                prev = f"{i}_in"
+                edges += [(p, f"{i}_in") for p in prevs]
+                prevs = [f"{i}_in"]
             node = _recurrent_to_nir(layer, out_shape)
         elif isinstance(layer, nn.Linear):
             node = _linear_to_nir(layer)
@@ -218,18 +276,18 @@ def to_nir(model: nn.Module, example: torch.Tensor):
             end = layer.end_dim if layer.end_dim < 0 else layer.end_dim - 1
             node = nir.Flatten(input_type={"input": np.array(in_shape)},
                                start_dim=layer.start_dim - 1, end_dim=end)
-        elif isinstance(layer, (spiking.LIF, spiking.CubaLIF, spiking.ALIF, spiking.LI)):
+        elif isinstance(layer, _NEURONS):
             node = _neuron_to_nir(layer, out_shape)
         else:
             raise TypeError(f"to_nir: layer {i} of type {type(layer).__name__} has no NIR "
                              f"mapping; supported: Linear, Conv1d, Conv2d, AvgPool2d, "
                              f"SumPool2d, Flatten, LIF, CubaLIF, ALIF (as LIF + metadata), LI, "
-                             f"Recurrent")
+                             f"Recurrent, DelayedLinear (as Delay + Linear branches)")
         nodes[name] = node
-        edges.append((prev, name))
-        prev = name
+        edges += [(p, name) for p in prevs]
+        prevs = [name]
     nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
-    edges.append((prev, "output"))
+    edges += [(p, "output") for p in prevs]
     return nir.NIRGraph(nodes=nodes, edges=edges,
                         metadata={"spiking_version": META_VERSION, "producer": "spiking"})
 
@@ -300,23 +358,150 @@ def _linear_from_nir(node) -> nn.Linear:
     return m
 
 
-def _chain(graph) -> list:
-    succ = {}
+def _links(graph):
+    succ, pred = {}, {}
     for a, b in graph.edges:
         succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
+    return succ, pred
+
+
+def _branches(graph, cur, succ, pred):
+    """The parallel projections leaving ``cur`` that join one node: each branch is at most
+    one ``Delay`` and at most one ``Linear``/``Affine`` (either order), or a direct edge.
+    Returns ``(branches, join)``, each branch a list of node keys."""
+    import nir
+
+    branches, joins = [], set()
+    for b in succ[cur]:
+        path, k = [], b
+        while (isinstance(graph.nodes[k], (nir.Delay, nir.Linear, nir.Affine))
+               and not any(type(graph.nodes[p]) is type(graph.nodes[k]) for p in path)):
+            if len(pred.get(k, [])) != 1 or len(succ.get(k, [])) != 1:
+                raise ValueError(f"from_nir: node {k!r} (in parallel projections from {cur!r}) "
+                                 f"has {len(pred.get(k, []))} inputs and "
+                                 f"{len(succ.get(k, []))} outputs; expected one each")
+            path.append(k)
+            k = succ[k][0]
+        branches.append(path)
+        joins.add(k)
+    if len(joins) != 1:
+        raise ValueError(f"from_nir: the branches leaving node {cur!r} reach {sorted(joins)}; "
+                         f"only parallel (delayed) projections that join one node are supported")
+    join = joins.pop()
+    feeding = sorted(p[-1] if p else cur for p in branches)
+    if sorted(pred[join]) != feeding:
+        raise ValueError(f"from_nir: node {join!r} has inputs {sorted(pred[join])}, expected "
+                         f"only the branches from {cur!r} ({feeding})")
+    return branches, join
+
+
+def _chain(graph) -> list:
+    """Node keys from the input to the output; a group of parallel or delayed projections
+    (see :func:`_branches`) is one entry, a list of branches."""
+    import nir
+
+    succ, pred = _links(graph)
     start = next(k for k, v in graph.nodes.items() if type(v).__name__ == "Input")
     order, cur = [], start
     while True:
         nxt = succ.get(cur, [])
-        if len(nxt) != 1:
-            if not nxt:
-                return order
-            raise ValueError(f"from_nir: node {cur!r} has {len(nxt)} successors; only chains "
-                             f"(and recurrent subgraphs) are supported")
-        cur = nxt[0]
+        if not nxt:
+            return order
+        if len(nxt) > 1 or isinstance(graph.nodes[nxt[0]], nir.Delay):
+            branches, cur = _branches(graph, cur, succ, pred)
+            order.append(branches)
+        else:
+            cur = nxt[0]
         if type(graph.nodes[cur]).__name__ == "Output":
             return order
         order.append(cur)
+
+
+def _delay_steps(graph, key, dt: float) -> np.ndarray:
+    """A ``Delay`` node's delays in whole steps (``spiking_delay_steps`` metadata when the graph
+    is ours, else ``delay / dt``); a ValueError names a delay that is not a whole number of
+    steps or is negative."""
+    node, meta = graph.nodes[key], _meta(graph.nodes[key])
+    delay = np.asarray(node.delay, dtype=np.float64).reshape(-1)
+    if "spiking_delay_steps" in meta:
+        return np.broadcast_to(np.asarray(meta["spiking_delay_steps"], dtype=np.int64),
+                               delay.shape).copy()
+    dt = float(meta.get("spiking_dt", dt))
+    steps = delay / dt
+    bad = (np.abs(steps - np.round(steps)) > 1e-6 * np.maximum(1.0, np.abs(steps))) | (
+        steps < -1e-9)
+    if bad.any():
+        v = float(delay[np.argmax(bad)])
+        raise ValueError(f"from_nir: Delay node {key!r} has delay {v!r} s, not a whole number "
+                         f">= 0 of steps of dt = {dt!r} s (pass the graph's time step as dt)")
+    return np.round(steps).astype(np.int64)
+
+
+def _delayed_from_nir(graph, branches, key: str, dt: float) -> nn.Module:
+    """Parallel branches (:func:`_branches`) summed into one projection: an ``nn.Linear`` when
+    no delay is left, else a :class:`~spiking.models.delays.DelayedLinear` with taps ``d``
+    apart, ``d`` the greatest common divisor of the delays (a delay before the weights is per
+    input, after them per output; every (output, input, delay) weight goes to its tap)."""
+    import math
+
+    import nir
+
+    from spiking.models.delays import DelayedLinear
+
+    parts = []                            # (weight [O, I], lag [O, I] in steps, bias or None)
+    for path in branches:
+        w = bias = None
+        lag_in = lag_out = 0
+        for k in path:
+            node = graph.nodes[k]
+            if isinstance(node, nir.Delay):
+                steps = _delay_steps(graph, k, dt)
+                if w is None:
+                    lag_in = steps[None, :]
+                else:
+                    lag_out = steps[:, None]
+            else:
+                w = np.asarray(node.weight, dtype=np.float64)
+                bias = None if isinstance(node, nir.Linear) else np.asarray(node.bias)
+        parts.append((w, lag_in, lag_out, bias))
+    sizes = {w.shape for w, *_ in parts if w is not None}
+    if not sizes:                         # delays only: identity weights
+        widths = {np.size(a) for _, li, lo, _ in parts for a in (li, lo)
+                  if isinstance(a, np.ndarray)}
+        if len(widths) != 1:
+            raise ValueError(f"from_nir: the Delay nodes before node {key!r} have sizes "
+                             f"{sorted(widths)}; expected one size")
+        n = widths.pop()
+        sizes = {(n, n)}
+    if len(sizes) != 1:
+        raise ValueError(f"from_nir: parallel projections before node {key!r} have weight "
+                         f"shapes {sorted(sizes)}; expected one shape")
+    n_out, n_in = sizes.pop()
+    full, bias = [], None
+    for w, lag_in, lag_out, b in parts:
+        w = np.eye(n_out, n_in) if w is None else w
+        full.append((w, np.broadcast_to(lag_in + lag_out, (n_out, n_in))))
+        if b is not None:
+            bias = np.asarray(b, dtype=np.float64) + (0 if bias is None else bias)
+    dtype = next((torch.as_tensor(np.asarray(graph.nodes[k].weight)).dtype for p in branches
+                  for k in p if not isinstance(graph.nodes[k], nir.Delay)), torch.float32)
+    spacing = math.gcd(*(int(v) for _, lag in full for v in np.unique(lag))) or 1
+    taps = max(int(lag.max()) for _, lag in full) // spacing + 1
+    weight = np.zeros((n_out, n_in, taps))
+    rows, cols = np.indices((n_out, n_in))
+    for w, lag in full:
+        np.add.at(weight, (rows, cols, taps - 1 - lag // spacing), w)
+    if taps == 1:
+        m = nn.Linear(n_in, n_out, bias=bias is not None, dtype=dtype)
+        weight = weight[:, :, 0]
+    else:
+        m = nn.Conv1d(n_in, n_out, taps, dilation=spacing, bias=bias is not None, dtype=dtype)
+    with torch.no_grad():
+        m.weight.copy_(torch.as_tensor(weight))
+        if bias is not None:
+            m.bias.copy_(torch.as_tensor(bias))
+    return m if taps == 1 else DelayedLinear(m)
 
 
 def from_nir(graph, *, dt: float = 1e-3) -> spiking.Sequential:
@@ -327,8 +512,12 @@ def from_nir(graph, *, dt: float = 1e-3) -> spiking.Sequential:
         if not Path(graph).is_file():
             raise FileNotFoundError(f"NIR file {graph} not found")
         graph = nir.read(str(graph))
-    layers = []
-    for key in _chain(graph):
+    layers, chain = [], _chain(graph)
+    for n, key in enumerate(chain):
+        if isinstance(key, list):
+            nxt = chain[n + 1] if n + 1 < len(chain) else "output"
+            layers.append(_delayed_from_nir(graph, key, nxt, dt))
+            continue
         node = graph.nodes[key]
         if isinstance(node, nir.NIRGraph):
             neuron_node = next(v for v in node.nodes.values()

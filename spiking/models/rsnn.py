@@ -207,7 +207,8 @@ class RSNN(nn.Module):
         ``self.readout``'s post-processing), dropout (identity in eval mode) is left out and
         padded steps are not masked. With synaptic delays each input Linear is a
         :class:`spiking.models.delays.DelayedLinear` instead (same folding, per tap); the
-        SpiNNaker-like mapping takes its taps as delayed synapses, the NIR export refuses it.
+        SpiNNaker-like mapping takes its taps as delayed synapses, the NIR export writes it as
+        parallel ``Delay`` -> ``Linear`` branches.
         """
         layers: list[nn.Module] = []
         for k, (proj, layer) in enumerate(zip(self.inputs, self.layers)):

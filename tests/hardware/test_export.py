@@ -169,3 +169,85 @@ def test_models_with_to_sequential_export_and_unsupported_pools_are_named():
         to_nir(spiking.Sequential(nn.AvgPool2d(2, divisor_override=3)), torch.zeros(1, 1, 1, 4, 4))
     with pytest.raises(TypeError, match="MaxPool2d"):
         to_nir(spiking.Sequential(nn.MaxPool2d(2)), torch.zeros(1, 1, 1, 4, 4))
+
+
+def test_delayed_rsnn_exports_delay_branches_and_round_trips(tmp_path):
+    """A delayed projection (RSNN synaptic delays) -> K branches Delay((K-1-k) d dt) -> Linear
+    into the next node; reading the file back gives the same taps and identical spikes."""
+    from spiking.models.delays import DelayedLinear
+    from spiking.models.rsnn import RSNN
+
+    torch.manual_seed(0)
+    m = RSNN(6, 3, hidden=(5, 4), delay_taps=3, delay_spacing=2, threshold=0.3).eval()
+    x = (torch.rand(15, 2, 6) < 0.4).float()
+    g = to_nir(m, x)
+    dt = float(m.layers[0].neuron.dt)
+    delays = {k: v for k, v in g.nodes.items() if isinstance(v, nir.Delay)}
+    assert sorted(delays) == ["0_delay0", "0_delay1", "2_delay0", "2_delay1"]
+    np.testing.assert_allclose(delays["0_delay0"].delay, np.full(6, 4 * dt), rtol=1e-12)
+    np.testing.assert_allclose(delays["2_delay1"].delay, np.full(5, 2 * dt), rtol=1e-12)
+    w = m.to_sequential()[0].conv.weight.detach().numpy()
+    np.testing.assert_array_equal(g.nodes["0_tap1"].weight, w[:, :, 1])
+    assert isinstance(g.nodes["0_tap2"], nir.Affine)       # zero delay: no Delay, the bias
+    assert sorted(a for a, b in g.edges if b == "1") == ["0_tap0", "0_tap1", "0_tap2"]
+    assert ("input", "0_delay0") in g.edges and ("input", "0_tap2") in g.edges
+    m2 = from_nir(write_nir(m, x, tmp_path / "delayed.nir"))
+    assert isinstance(m2[0], DelayedLinear) and (m2[0].taps, m2[0].spacing) == (3, 2)
+    assert torch.equal(m2[0].conv.weight, m.to_sequential()[0].conv.weight)
+    with torch.no_grad():
+        y1, _, rec1 = m.to_sequential()(x, record=True)
+        y2, _, rec2 = m2(x, record=True)
+    assert rec1[1].sum() > 0 and rec1[3].sum() > 0
+    for a, b in zip(rec1, rec2):
+        assert torch.equal(a, b)
+
+
+def test_foreign_delay_graph_follows_nir_semantics():
+    """A graph from another tool (no metadata): per-input delays before an Affine, per-output
+    delays after a Linear and a direct edge, all into one LIF (NIR sums a node's inputs,
+    ``Delay`` is ``y(t) = x(t - delay)``). The imported projection must give that drive."""
+    rng = np.random.default_rng(1)
+    dt, n = 1e-3, 3
+    w1, b1, w2 = rng.normal(size=(n, n)), rng.normal(size=n), rng.normal(size=(n, n))
+    lag_in, lag_out = np.array([0, 2, 3]), np.array([4, 0, 1])
+    nodes = {"in": nir.Input(input_type=np.array([n])),
+             "d_in": nir.Delay(delay=lag_in * dt), "a": nir.Affine(weight=w1, bias=b1),
+             "l": nir.Linear(weight=w2), "d_out": nir.Delay(delay=lag_out * dt),
+             "lif": nir.LIF(tau=np.full(n, 0.01), r=np.full(n, 10.0), v_leak=np.zeros(n),
+                            v_threshold=np.full(n, 1.0), v_reset=np.zeros(n)),
+             "out": nir.Output(output_type=np.array([n]))}
+    edges = [("in", "d_in"), ("d_in", "a"), ("a", "lif"), ("in", "l"), ("l", "d_out"),
+             ("d_out", "lif"), ("in", "lif"), ("lif", "out")]
+    m = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=dt)
+    assert (m[0].taps, m[0].spacing) == (5, 1)
+    x = rng.normal(size=(9, 2, n))
+
+    def past(t, lag):
+        return x[t - lag] if t - lag >= 0 else np.zeros_like(x[0])
+    want = np.zeros_like(x)
+    for t in range(x.shape[0]):
+        want[t] = b1 + x[t]
+        for i in range(n):
+            want[t] += np.outer(past(t, lag_in[i])[:, i], w1[:, i])
+        for j in range(n):
+            want[t][:, j] += past(t, lag_out[j]) @ w2[j]
+    with torch.no_grad():
+        _, _, rec = m(torch.as_tensor(x), record=True)
+    np.testing.assert_allclose(rec[0].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_delay_graphs_are_named():
+    lif = nir.LIF(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2),
+                  v_threshold=np.ones(2), v_reset=np.zeros(2))
+    base = {"in": nir.Input(input_type=np.array([2])), "lif": lif,
+            "out": nir.Output(output_type=np.array([2]))}
+    off = {**base, "d": nir.Delay(delay=np.array([0.0, 1.5e-3]))}
+    with pytest.raises(ValueError, match=r"Delay node 'd' has delay 0\.0015.*dt = 0\.001"):
+        from_nir(nir.NIRGraph(nodes=off, edges=[("in", "d"), ("d", "lif"), ("lif", "out")]))
+    split = {**base, "d": nir.Delay(delay=np.full(2, 1e-3)), "lif2": lif}
+    with pytest.raises(ValueError, match="branches leaving node 'in' reach"):
+        from_nir(nir.NIRGraph(nodes=split, edges=[("in", "d"), ("d", "lif"), ("in", "lif2"),
+                                                  ("lif", "out")]))
+    with pytest.raises(ValueError, match="needs a neuron layer"):
+        from spiking.models.delays import DelayedLinear
+        to_nir(spiking.Sequential(DelayedLinear(nn.Conv1d(2, 2, 2))), torch.zeros(3, 1, 2))

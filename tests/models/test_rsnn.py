@@ -252,10 +252,6 @@ def test_delayed_stack_runs_in_chunks_and_maps_to_delayed_synapses():
     for j, i, k in ((0, 0, 0), (4, 5, 2), (2, 3, 1)):
         hit = (proj.post_idx == j) & (proj.pre_idx == i) & (proj.weight == float(w[j, i, k]))
         assert hit.sum() == 1 and proj.delay[hit][0] == 1 + (2 - k) * 2
-    pytest.importorskip("nir")
-    from spiking.hardware.export import to_nir
-    with pytest.raises(TypeError, match="DelayedLinear.*no NIR"):
-        to_nir(m, x[:, :1])
 
 
 def test_delay_taps_operation_counts():
