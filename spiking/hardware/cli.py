@@ -93,14 +93,16 @@ def cmd_export(args) -> int:
         pops, projs, _ = spinnaker.network_from_model(model, x)
         m = spinnaker.map_network(pops, projs)
         if args.format == "weightmap":
-            p = weightmap.write_weightmap(out, m, pynn=weightmap.pynn_lists(m),
+            p = weightmap.write_weightmap(out, m, pynn=weightmap.pynn_from_model(model, m),
                                           overwrite=args.overwrite)
         else:
             import json
 
             out.mkdir(parents=True, exist_ok=True)
             p = out / "pynn.json"
-            p.write_text(json.dumps(weightmap.pynn_lists(m)))
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(json.dumps(weightmap.pynn_from_model(model, m)))
+            tmp.replace(p)
     else:
         p = _export_crossbar(model, x, out, args)
     print(f"wrote {p}")

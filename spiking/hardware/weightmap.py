@@ -217,6 +217,39 @@ def pynn_lists(mapping, cells: dict | None = None, dt_ms: float = 1.0) -> dict:
     return out
 
 
+def pynn_from_model(model, mapping) -> dict:
+    """:func:`pynn_lists` for the mapping of ``model`` (as
+    :func:`spiking.hardware.spinnaker.network_from_model` names its populations, ``pop<i>`` for
+    layer ``i`` of the stack): delays in ms from the neurons' ``dt`` (the mapping counts them in
+    steps) and ``IF_curr_exp`` parameters of each LIF / CubaLIF population; other neuron kinds
+    (ALIF's adaptive threshold, LI readouts) are named as having no ``IF_curr_exp`` form. A
+    ValueError if the neurons' ``dt`` differ (the steps would have no single length)."""
+    import spiking
+    from spiking.models.recurrent import Recurrent
+    from spiking.neurons.base import Neuron
+
+    seq = model if isinstance(model, spiking.Sequential) else model.to_sequential()
+    dts, cells = {}, {}
+    for i, layer in enumerate(seq):
+        neuron = layer.neuron if isinstance(layer, Recurrent) else layer
+        if not isinstance(neuron, Neuron):
+            continue
+        dts[f"pop{i}"] = float(neuron.dt)
+        if type(neuron) in (spiking.LIF, spiking.CubaLIF):
+            cells[f"pop{i}"] = lif_cell_params(neuron)
+            if neuron.reset != "zero":
+                cells[f"pop{i}"]["note"] = (f"our reset is {neuron.reset!r}; IF_curr_exp sets "
+                                            f"the membrane to v_reset")
+        else:
+            cells[f"pop{i}"] = {"unsupported": f"{type(neuron).__name__} has no IF_curr_exp form"}
+    if len(set(dts.values())) > 1:
+        raise ValueError(f"PyNN lists: the neuron layers have different dt {dts}; delays in "
+                         f"steps have no single length in ms")
+    if not dts:
+        raise ValueError("PyNN lists: the model has no neuron layer, so no dt for the delays")
+    return pynn_lists(mapping, cells, dt_ms=next(iter(dts.values())) * 1e3)
+
+
 def lif_cell_params(neuron) -> dict:
     """``IF_curr_exp`` parameters of a spiking LIF/CubaLIF (times in ms)."""
     import torch

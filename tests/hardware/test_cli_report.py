@@ -40,6 +40,11 @@ def test_export_formats(tmp_path):
                  "--out", str(tmp_path / "wm")]) == 0
     wm = read_weightmap(tmp_path / "wm")
     assert len(wm["projections"]) == 2 and wm["pynn"] is not None
+    assert main(["export", str(ck), "--format", "pynn", "--steps", "5",
+                 "--out", str(tmp_path / "pynn")]) == 0
+    pynn = json.loads((tmp_path / "pynn" / "pynn.json").read_text())
+    assert set(pynn["cells"]) == {"pop1", "pop3"} and pynn["cells"]["pop1"]["tau_m"] > 0
+    assert pynn["connectors"] == wm["pynn"]["connectors"]
     assert main(["export", str(ck), "--format", "nir", "--steps", "5",
                  "--out", str(tmp_path / "m.nir")]) == 0
     assert (tmp_path / "m.nir").stat().st_size > 0

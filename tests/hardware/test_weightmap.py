@@ -72,3 +72,35 @@ def test_existing_target_needs_overwrite(tmp_path):
         write_weightmap(tmp_path / "wm", _mapping())
     write_weightmap(tmp_path / "wm", _mapping(), overwrite=True)
     assert read_weightmap(tmp_path / "wm")["manifest"]["schema_version"] == 1
+
+
+def test_pynn_lists_of_a_model_give_delays_in_ms_and_cells():
+    # the mapping counts delays in steps; PyNN wants ms: steps x the neurons' dt
+    import torch
+    from torch import nn
+
+    import spiking
+    from spiking.hardware.weightmap import pynn_from_model
+    from spiking.models.delays import DelayedLinear
+
+    torch.manual_seed(0)
+    dt = 2e-3
+    m = spiking.Sequential(DelayedLinear(nn.Conv1d(3, 4, 3, dilation=2)),
+                           spiking.LIF(tau_mem=20e-3, dt=dt, threshold=0.5, reset="zero"),
+                           nn.Linear(4, 2), spiking.LI(tau_mem=10e-3, dt=dt))
+    x = (torch.rand(8, 1, 3) < 0.5).float()
+    pops, projs, _ = S.network_from_model(m, x)
+    mapping = S.map_network(pops, projs)
+    out = pynn_from_model(m, mapping)
+    first = out["connectors"]["input->pop1:0"]["list"]
+    w = m[0].conv.weight.detach()
+    for pre, post, weight, delay_ms in first:
+        k = [kk for kk in range(3) if float(w[post, pre, kk]) == weight]
+        assert len(k) == 1 and delay_ms == pytest.approx((1 + (2 - k[0]) * 2) * dt * 1e3)
+    assert len(first) == 3 * 4 * 3
+    assert out["cells"]["pop1"]["tau_m"] == pytest.approx(20.0)
+    assert "note" not in out["cells"]["pop1"]
+    assert "LI has no IF_curr_exp" in out["cells"]["pop3"]["unsupported"]
+    m[3].dt = 1e-3
+    with pytest.raises(ValueError, match="different dt"):
+        pynn_from_model(m, mapping)
