@@ -55,7 +55,9 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from spiking.models.delays import LearntDelays  # a Conv1d built from its synapses
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, LearntDelays)
 _ACT = (nn.ReLU, nn.Sigmoid)
 # layers with parameters but no synaptic operations in NeuroBench's sense (a table lookup, a
 # per-channel affine normalisation): listed with their parameters, counted as zero operations
@@ -359,6 +361,8 @@ class _Counter:
             eff, dense = _linear_ops(xs, mod.weight.detach())
         else:
             eff, dense = _conv_ops(mod, xs)
+            if isinstance(mod, LearntDelays) and float(mod.sigma) == 0:
+                dense /= mod.kernel_size[0]         # hard: one weight (one delay) per synapse
         binary = _binary_steps(xs)
         acc.v["effective_acs"] += float(eff[binary].sum())
         acc.v["effective_macs"] += float(eff[~binary].sum())

@@ -6,8 +6,9 @@ d, i]`` (``d`` = ``delay_spacing``, zeros before the first step), i.e. every syn
 input at the K delays ``0, d, ..., (K-1) d`` steps. Learnt delays are what lifted SHD accuracy
 in Hammouamri, Khalfaoui-Hassani & Masquelier 2023 ("Learning delays in spiking neural
 networks using dilated convolutions with learnable spacings", ICLR 2024); they learn one
-delay per synapse (a Gaussian-interpolated tap), this is the dense-tap form of the same idea.
-K = 1 keeps the plain ``nn.Linear`` (and its state-dict keys).
+delay per synapse (a Gaussian-interpolated tap), this is the dense-tap form of the same idea;
+:class:`LearntDelays` (RSNN ``delay_learn=True``) is their form, one weight and one learnt delay
+per synapse on the same grid. K = 1 keeps the plain ``nn.Linear`` (and its state-dict keys).
 """
 
 from __future__ import annotations
@@ -28,11 +29,92 @@ def check(taps, spacing) -> tuple[int, int]:
     return int(taps), int(spacing)
 
 
-def projection(n_in: int, n_out: int, taps: int, spacing: int) -> nn.Module:
-    """``nn.Linear`` for one tap, else ``nn.Conv1d`` with ``taps`` taps ``spacing`` apart."""
+def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = False
+               ) -> nn.Module:
+    """``nn.Linear`` for one tap, else ``nn.Conv1d`` with ``taps`` taps ``spacing`` apart
+    (:class:`LearntDelays`, one learnt delay per synapse on that grid, with ``learn``)."""
     if taps == 1:
+        if learn:
+            raise ValueError("learnt delays need delay_taps > 1 (the grid of delays to learn "
+                             "on), got delay_taps 1")
         return nn.Linear(n_in, n_out)
+    if learn:
+        return LearntDelays(n_in, n_out, taps, spacing)
     return nn.Conv1d(n_in, n_out, taps, dilation=spacing)
+
+
+# Learnt per-synapse delays as in Hammouamri, Khalfaoui-Hassani & Masquelier (ICLR 2024; their
+# code github.com/Thvnvtos/SNN-delays, config.py): positions start uniform over the delay
+# range, a Gaussian of width sigInit = max_delay // 3 taps spreads each synapse over the taps
+# and shrinks exponentially to 0.23 by half of the epochs (final_epoch = epochs // 2), and the
+# positions learn 150 x faster than the weights (lr_pos = 150 * lr_w).
+POS_LR_SCALE = 150.0
+SIGMA_END = 0.23
+HARD_FROM = 0.5
+
+
+class LearntDelays(nn.Module):
+    """One weight and one learnt delay per synapse, on the grid of a ``K``-tap, ``d``-spaced
+    causal convolution (a drop-in for :func:`projection`'s ``nn.Conv1d``: ``weight`` is the
+    ``[O, I, K]`` kernel it builds, tap ``k`` = delay ``(K-1-k) d`` steps).
+
+    Each synapse ``i -> j`` has a weight ``w[j, i]`` and a position ``p[j, i]`` in ``[0,
+    K-1]`` taps; its kernel is ``w`` times a normalised Gaussian of width ``sigma`` centred at
+    ``p`` (differentiable in ``p``). :meth:`set_progress` (called by the training loop at every
+    epoch) shrinks ``sigma`` from ``max(K // 3, 0.5)`` to 0.23 over the first half of the
+    epochs; from then on the kernel is hard, ``w`` at tap ``round(p)`` only, so the trained
+    network has one synapse per pair (not K) in the hardware mapping, the operation counts and
+    the NIR export, and what is trained in the second half is what runs. ``sigma`` is a buffer
+    (saved with the checkpoint); 0 means hard."""
+
+    stride, padding, groups = (1,), (0,), 1
+
+    def __init__(self, n_in: int, n_out: int, taps: int, spacing: int):
+        super().__init__()
+        taps, spacing = check(taps, spacing)
+        if taps < 2:
+            raise ValueError(f"LearntDelays needs taps >= 2, got {taps}")
+        self.in_channels, self.out_channels = int(n_in), int(n_out)
+        self.kernel_size, self.dilation = (taps,), (spacing,)
+        self.sigma_start = max(taps // 3, 0.5)
+        lin = nn.Linear(n_in, n_out)                  # the weights and bias of a Linear
+        self.syn_weight = nn.Parameter(lin.weight.detach().clone())
+        self.bias = nn.Parameter(lin.bias.detach().clone())
+        self.delay_pos = nn.Parameter(torch.rand(n_out, n_in) * (taps - 1))
+        self.register_buffer("sigma", torch.tensor(float(self.sigma_start)))
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        """``sigma`` for epoch ``epoch`` (0-based) of ``epochs``: exponential decay from
+        ``sigma_start`` to 0.23 over the first half, then 0 (hard)."""
+        frac = epoch / max(int(epochs * HARD_FROM), 1)
+        sig = 0.0 if frac >= 1 else self.sigma_start * (SIGMA_END / self.sigma_start) ** frac
+        self.sigma.fill_(sig)
+
+    def delays(self) -> torch.Tensor:
+        """Each synapse's delay in steps ``[O, I]`` (its rounded position x spacing)."""
+        return self._pos().detach().round().long() * self.dilation[0]
+
+    def _pos(self) -> torch.Tensor:
+        return self.delay_pos.clamp(0, self.kernel_size[0] - 1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        taps = self.kernel_size[0]
+        pos = self._pos()
+        lag = torch.arange(taps, device=pos.device, dtype=pos.dtype)
+        if float(self.sigma) > 0:
+            g = torch.exp(-0.5 * ((lag - pos[..., None]) / self.sigma) ** 2)
+            g = g / g.sum(-1, keepdim=True)
+        else:
+            g = nn.functional.one_hot(pos.detach().round().long(), taps).to(pos.dtype)
+        return self.syn_weight[..., None] * g.flip(-1)               # tap k = lag K-1-k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv1d(x, self.weight, self.bias, dilation=self.dilation)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, taps={self.kernel_size[0]}, "
+                f"spacing={self.dilation[0]}, sigma={float(self.sigma):.3g}")
 
 
 def causal(conv: nn.Conv1d, x: torch.Tensor, buf: torch.Tensor | None = None):

@@ -127,13 +127,15 @@ class RSNN(nn.Module):
                  readout_tau: float | None = None, surrogate: str = "atan",
                  input_pool: int = 1, input_norm: str = "none", rate_reg: float = 0.0,
                  rate_max: float = 0.2, delay_taps: int = 1, delay_spacing: int = 1,
-                 backend: str = "auto"):
+                 delay_learn: bool = False, backend: str = "auto"):
         super().__init__()
         hidden = [int(h) for h in hidden]
         # Synaptic delays (delay_taps K > 1): each feed-forward synapse i -> j weighs its input
         # at delays 0, d, ..., (K-1) d steps (d = delay_spacing), a causal dilated convolution
-        # over time (spiking.models.delays).
+        # over time (spiking.models.delays). delay_learn: one weight and one learnt delay per
+        # synapse on that grid instead (delays.LearntDelays, Hammouamri et al. 2023).
         self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
+        self.delay_learn = bool(delay_learn)
         if not (rate_reg >= 0 and 0 <= rate_max < 1):
             raise ValueError(f"rate_reg must be >= 0 and rate_max in [0, 1), got {rate_reg!r}, "
                              f"{rate_max!r}")
@@ -161,7 +163,8 @@ class RSNN(nn.Module):
         self.layers = nn.ModuleList()
         n_in = self.input_size // self.input_pool
         for h in hidden:
-            self.inputs.append(delays.projection(n_in, h, self.delay_taps, self.delay_spacing))
+            self.inputs.append(delays.projection(n_in, h, self.delay_taps, self.delay_spacing,
+                                                 learn=self.delay_learn))
             if input_norm == "batchnorm":
                 self.norms.append(nn.BatchNorm1d(h))
             neuron = ALIF(tau_mem=tau_mem, tau_adapt=tau_adapt, adapt_jump=adapt_jump,

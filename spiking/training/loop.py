@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from spiking.models import delays
 from spiking.neurons.base import LOG, TIME_CONSTANTS
 from spiking.training import checkpoint as ckpt
 from spiking.training import distributed as D
@@ -83,11 +84,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     (``log_tau_*``), for which decay would pull every tau towards exp(0) = 1 s, a prior with no
     meaning."""
     taus = {LOG + t for t in TIME_CONSTANTS}
-    decay, keep = [], []
+    decay, keep, pos = [], [], []
     for name, p in model.named_parameters():
-        (keep if name.rpartition(".")[2] in taus else decay).append(p)
+        last = name.rpartition(".")[2]
+        (keep if last in taus else pos if last == "delay_pos" else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
-    return groups + [{"params": keep, "weight_decay": 0.0}] if keep else groups
+    if keep:
+        groups.append({"params": keep, "weight_decay": 0.0})
+    if pos:     # learnt synaptic delays (models.delays.LearntDelays): no decay, faster lr
+        groups.append({"params": pos, "weight_decay": 0.0, "lr_scale": delays.POS_LR_SCALE})
+    return groups
 
 
 def make_scheduler(cfg: Config, opt, total_steps: int):
@@ -96,7 +102,8 @@ def make_scheduler(cfg: Config, opt, total_steps: int):
         # a run of a few steps (tiny data, one epoch) needs at least 1.5 warm-up steps
         total = max(total_steps, 3)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total,
+            opt, max_lr=[cfg.lr * g.get("lr_scale", 1.0) for g in opt.param_groups],
+            total_steps=total,
             pct_start=min(max(cfg.warmup_frac, 1.5 / total), 1 - 1 / total))
     warm = int(cfg.warmup_frac * total_steps)
 
@@ -183,6 +190,8 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     core = model.module if info.enabled else model
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
     sampler = DistributedSampler(range(len(data.train)), num_replicas=info.world_size,
                                  rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False)
     steps = math.ceil(len(sampler) / local_bs)
@@ -221,6 +230,9 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
     for epoch in range(start, cfg.epochs):
         model.train()
         sampler.set_epoch(epoch)
+        for m in core.modules():          # schedules inside the model (learnt delays' sigma)
+            if hasattr(m, "set_progress"):
+                m.set_progress(epoch, cfg.epochs)
         order = list(sampler)
         meter, t0 = Meter(), time.perf_counter()
         bar = None

@@ -1,5 +1,6 @@
 """RSNN: shapes, adaptive recurrent layers, readouts, masking, errors, learning a toy task."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -280,3 +281,72 @@ def test_hardware_example_input_has_the_models_input_shape(kw):
     x = example_input(m, steps=7)
     assert x.shape == (7, 1, 20)
     m(x)
+
+
+def test_learnt_delays_soft_kernel_and_position_gradient():
+    # soft phase: each synapse's taps sum to its weight, spread by a Gaussian centred at its
+    # position (tap k = lag K-1-k); the position's gradient matches finite differences
+    from spiking.models.delays import LearntDelays
+
+    torch.manual_seed(0)
+    m = LearntDelays(4, 3, 5, 2).double()
+    m.set_progress(0, 10)
+    assert float(m.sigma) == 1.0                        # max(5 // 3, 0.5)
+    k = m.weight.detach()
+    torch.testing.assert_close(k.sum(-1), m.syn_weight.detach(), rtol=1e-12, atol=1e-12)
+    lag_peak = 4 - k.abs().argmax(-1)
+    assert torch.equal(lag_peak, m.delay_pos.detach().round().long())
+    x = torch.randn(2, 4, 12, dtype=torch.float64)
+    p0 = m.delay_pos.detach().clone()
+
+    def loss(p):
+        with torch.no_grad():
+            m.delay_pos.copy_(p)
+        return (m(x) ** 2).sum()
+    m.delay_pos.grad = None
+    loss(p0).backward()
+    g = m.delay_pos.grad.clone()
+    e = torch.zeros_like(p0)
+    e[1, 2] = 1e-6
+    fd = (loss(p0 + e).item() - loss(p0 - e).item()) / 2e-6
+    assert abs(fd - g[1, 2].item()) < 1e-6 * max(1.0, abs(fd)) and g.abs().sum() > 0
+
+
+def test_learnt_delays_schedule_then_hard_synapses_give_the_delayed_sum():
+    from spiking.hardware import spinnaker
+    from spiking.hardware.counting import count
+    from spiking.models.delays import SIGMA_END, LearntDelays
+
+    m = LearntDelays(2, 2, 4, 3)
+    sig = []
+    for e in range(10):
+        m.set_progress(e, 10)
+        sig.append(float(m.sigma))
+    assert sig[0] == 1.0 and sig[4] == pytest.approx(1.0 * SIGMA_END ** (4 / 5))
+    assert all(a > b for a, b in zip(sig[:5], sig[1:5])) and sig[5:] == [0.0] * 5
+    torch.manual_seed(1)
+    net = RSNN(6, 3, hidden=(5,), delay_taps=4, delay_spacing=3, delay_learn=True,
+               threshold=0.3).double().eval()
+    proj = net.inputs[0]
+    proj.set_progress(9, 10)
+    lag = proj.delays()                                          # [O, I] steps
+    assert lag.unique().numel() > 1 and int(lag.max()) <= 9
+    x = (torch.rand(14, 2, 6, dtype=torch.float64) < 0.4).double()
+    want = proj.bias.detach().expand(14, 2, 5).clone()
+    for j in range(5):
+        for i in range(6):
+            d = int(lag[j, i])
+            want[d:, :, j] += proj.syn_weight[j, i].item() * x[:14 - d, :, i]
+    from spiking.models import delays
+    with torch.no_grad():
+        got = delays.apply(proj, x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # the hardware sees one synapse per pair, at its learnt delay, and one weight read each
+    pops, projs, _ = spinnaker.network_from_model(net, x)
+    inp = next(p for p in projs if p.pre == "input")
+    assert inp.pre_idx.size == 5 * 6
+    assert np.array_equal(inp.delay, 1 + lag.numpy()[inp.post_idx, inp.pre_idx])
+    c = next(lc for lc in count(net, x).layers if lc.name == "inputs.0")
+    assert c.weights - c.zero_weights == 30 and c.dense == 14 * 30
+    with pytest.raises(ValueError, match="learnt delays need delay_taps > 1"):
+        RSNN(6, 3, delay_learn=True)

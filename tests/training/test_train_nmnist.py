@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from training_helpers import nmnist_root, tiny_args  # noqa: F401
 
 from spiking.cli import main
@@ -76,3 +77,38 @@ def test_validation_split_is_held_out_and_reported(tmp_path, nmnist_root, capsys
                                      **{"val-fraction": 0.25})]) == 0
     assert [h["val_loss"] for h in read_jsonl(tmp_path / "val2" / "metrics.jsonl")] == \
         [h["val_loss"] for h in hist]
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_learnt_delay_positions_get_their_schedule_lr_and_no_decay(tmp_path, nmnist_root,  # noqa: F811
+                                                                   monkeypatch, schedule):
+    # a model with LearntDelays: the loop calls set_progress every epoch (sigma shrinks, then
+    # hard from half the epochs) and trains the positions at 150 x the lr without decay
+    from spiking.models.delays import POS_LR_SCALE, LearntDelays
+    from spiking.training import checkpoint as ckpt
+    from spiking.training import loop
+
+    calls = []
+
+    class Logged(LearntDelays):
+        def set_progress(self, epoch, epochs):
+            calls.append((epoch, epochs))
+            super().set_progress(epoch, epochs)
+    orig = loop.build_model
+
+    def build(cfg, data):
+        m = orig(cfg, data)
+        m.extra_delays = Logged(2, 2, 4, 1)          # a passenger: not in the forward pass
+        return m
+    monkeypatch.setattr(loop, "build_model", build)
+    assert main(["train", *tiny_args(nmnist_root, tmp_path, "ld", schedule=schedule,
+                                     **{"weight-decay": 0.1})]) == 0
+    assert calls == [(0, 3), (1, 3), (2, 3)]
+    state = ckpt.load(tmp_path / "ld" / ckpt.FILENAME)
+    assert float(state["model"]["extra_delays.sigma"]) == 0.0      # hard at epoch 2 of 3
+    groups = state["optimizer"]["param_groups"]
+    pos = [g for g in groups if g.get("lr_scale")]
+    assert len(pos) == 1 and pos[0]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 0.1
+    for key in ("initial_lr", "lr"):          # the schedule scales both groups alike
+        assert pos[0][key] == pytest.approx(POS_LR_SCALE * groups[0][key], rel=1e-9, abs=1e-15)
+    assert groups[0]["initial_lr"] > 0
