@@ -95,7 +95,10 @@ class LearntDelays(nn.Module):
         return self._pos().detach().round().long() * self.dilation[0]
 
     def _pos(self) -> torch.Tensor:
-        return self.delay_pos.clamp(0, self.kernel_size[0] - 1)
+        # clamped to the grid with the gradient passed straight through, so a position pushed
+        # past an end can come back (a plain clamp has zero gradient there: stuck for good)
+        p = self.delay_pos
+        return p + (p.clamp(0, self.kernel_size[0] - 1) - p).detach()
 
     @property
     def weight(self) -> torch.Tensor:

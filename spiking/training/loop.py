@@ -307,7 +307,7 @@ def _train(cfg: Config, info: D.DistInfo, run_dir: Path, state, log) -> dict:
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.plots:
-            _plots(run_dir, history, ev, data)
+            _plots(run_dir, history, ev, data, core)
         from spiking.training.report import write_report
 
         write_report(run_dir, summary, history)
@@ -361,9 +361,10 @@ def _summary(cfg, data, history, ev, best, model, info) -> dict:
     }
 
 
-def _plots(run_dir: Path, history, ev, data) -> None:
+def _plots(run_dir: Path, history, ev, data, model) -> None:
     from spiking.training import plots
 
+    plots.learnt_delays(model, run_dir / "delays.png", dt=data.dt)
     plots.curves(history, run_dir / "curves.png")
     plots.confusion(ev["confusion"].numpy(), data.classes, run_dir / "confusion.png")
     first = ev.get("first")

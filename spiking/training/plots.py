@@ -1,4 +1,5 @@
-"""Training plots written to the run folder: curves, confusion matrix, spike raster.
+"""Training plots written to the run folder: curves, confusion matrix, spike raster, learnt
+delays.
 
 Drawn on ``matplotlib.figure.Figure`` objects (no pyplot, headless-safe) and written
 atomically with :func:`spiking.plot.save`.
@@ -87,4 +88,33 @@ def raster(activity: dict, path, *, dt: float | None = None, sample: int = 0,
         ax.set_title(f"{name}: {ax.get_title()}", fontsize="small")
     if label is not None:
         fig.suptitle(f"test sample {sample}: label {label}, predicted {predicted}")
+    return save(fig, path)
+
+
+def learnt_delays(model, path, *, dt: float | None) -> Path | None:
+    """Histogram of the learnt synaptic delays (ms) of every
+    :class:`~spiking.models.delays.LearntDelays` projection of ``model``, one panel per
+    projection, weighted by synapse count and, dashed, by ``|weight|`` (in steps when ``dt`` is
+    None); None (nothing written) for a model without learnt delays."""
+    from spiking.models.delays import LearntDelays
+    from spiking.plot import save
+
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, LearntDelays)]
+    if not mods:
+        return None
+    scale, unit = (1.0, "steps") if dt is None else (dt * 1e3, "ms")
+    fig, axes = _figure((4.2 * len(mods), 3.2), len(mods))
+    for ax, (name, m) in zip(np.atleast_1d(axes), mods):
+        lag = m.delays().cpu().numpy().ravel()
+        w = m.syn_weight.detach().abs().cpu().double().numpy().ravel()
+        grid = np.arange(m.kernel_size[0]) * m.dilation[0]
+        edges = np.r_[grid - m.dilation[0] / 2, grid[-1] + m.dilation[0] / 2] * scale
+        ax.hist(lag * scale, bins=edges, color="tab:blue", alpha=0.7, label="synapses")
+        ax.hist(lag * scale, bins=edges, weights=w * lag.size / max(w.sum(), 1e-300),
+                histtype="step", ls="--", color="k", label="|weight|-weighted")
+        hard = "hard" if float(m.sigma) == 0 else f"sigma {float(m.sigma):.2f} taps"
+        ax.set_title(f"{name}: mean {lag.mean() * scale:.0f} {unit} ({hard})", fontsize="small")
+        ax.set_xlabel(f"delay ({unit})")
+        ax.set_ylabel("synapses")
+        ax.legend(fontsize="x-small")
     return save(fig, path)

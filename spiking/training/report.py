@@ -61,7 +61,8 @@ def write_report(run_dir, summary: dict, history: list[dict]) -> Path:
             f"| {h['epoch']} | {h['train_loss']:.4f} | {_pct(h['train_accuracy'])} |{va} "
             f"{'' if tl is None else f'{tl:.4f}'} | {_pct(h.get('test_accuracy'))} | "
             f"{'' if ts is None else f'{ts:.0f}'} | {h['epoch_time_s']:.1f} |")
-    figs = [f for f in ("curves.png", "confusion.png", "raster.png") if (run_dir / f).exists()]
+    figs = [f for f in ("curves.png", "confusion.png", "raster.png", "delays.png")
+            if (run_dir / f).exists()]
     if figs:
         lines += ["", "## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figs]
     lines += ["", f"Versions: {summary['versions']}.", ""]

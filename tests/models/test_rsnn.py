@@ -350,3 +350,25 @@ def test_learnt_delays_schedule_then_hard_synapses_give_the_delayed_sum():
     assert c.weights - c.zero_weights == 30 and c.dense == 14 * 30
     with pytest.raises(ValueError, match="learnt delays need delay_taps > 1"):
         RSNN(6, 3, delay_learn=True)
+
+
+def test_learnt_delay_histogram_plot(tmp_path):
+    from spiking.training import plots
+
+    m = RSNN(6, 3, hidden=(5, 4), delay_taps=4, delay_spacing=2, delay_learn=True)
+    p = plots.learnt_delays(m, tmp_path / "delays.png", dt=14e-3)
+    assert p.stat().st_size > 0 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.learnt_delays(RSNN(6, 3), tmp_path / "none.png", dt=None) is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_learnt_delay_position_past_the_grid_still_gets_a_gradient():
+    from spiking.models.delays import LearntDelays
+
+    torch.manual_seed(0)
+    m = LearntDelays(2, 2, 4, 1).double()
+    with torch.no_grad():
+        m.delay_pos.fill_(5.0)                               # past the last tap (3)
+    assert torch.equal(m.delays(), torch.full((2, 2), 3))
+    (m(torch.randn(1, 2, 8, dtype=torch.float64)) ** 2).sum().backward()
+    assert (m.delay_pos.grad != 0).all()
