@@ -19,6 +19,12 @@ HARDWARE = {"spinnaker2": "spinnaker2", "spinnaker1": "spinnaker1", "loihi": "lo
             "gpu": "gpu_a100", "gpu_a100": "gpu_a100"}
 
 
+def _delay_cores(mapping) -> str:
+    n = mapping.n_delay_cores
+    return f" (+{n} delay-extension core{'s' * (n > 1)} for delays over " \
+        f"{mapping.machine.max_delay_steps} steps)" if n else ""
+
+
 def example_input(model: nn.Module, *, steps: int = 50, batch: int = 1, rate: float = 0.1,
                   input_shape=None, seed: int = 0) -> torch.Tensor:
     """Bernoulli spikes ``[T, B, ...]`` for ``model``: the shape is ``input_shape``, else the
@@ -131,7 +137,7 @@ def profile_report(model: nn.Module, x: torch.Tensor, out_dir, *, hardware="spin
         q = {k: {"frac_bits": v.frac_bits, "zeroed": v.zeroed, "saturated": v.saturated}
              for k, v in mapping.quantised.items()}
         md += ["## SpiNNaker-like execution profile", "",
-               (f"{mapping.n_cores} cores on {1 + max(s.chip for s in mapping.slices)} chip(s); "
+               (f"{mapping.n_cores} cores{_delay_cores(mapping)} on {mapping.n_chips} chip(s); "
                f"max load {prof.load.max():.3g} ({'real time' if prof.real_time else 'NOT real time'}); "
                f"synaptic events {prof.synaptic_events.sum():,.0f}, packets "
                f"{prof.packets_sent.sum():,.0f}; estimated energy "
@@ -144,7 +150,8 @@ def profile_report(model: nn.Module, x: torch.Tensor, out_dir, *, hardware="spin
                     "used, x the same duration: a network sharing a larger machine). Both are "
                     "estimates."),
                "", f"Fixed-point weights: {q}", ""]
-        js["spinnaker"] = {"cores": mapping.n_cores, "max_load": float(prof.load.max()),
+        js["spinnaker"] = {"cores": mapping.n_cores, "delay_cores": mapping.n_delay_cores,
+                           "max_load": float(prof.load.max()),
                            "real_time": prof.real_time, "energy_j": prof.energy_j,
                            "quantisation": q}
     elif map_note:
@@ -205,10 +212,11 @@ def _weightmap_note(model: nn.Module, x: torch.Tensor, out: Path) -> str:
     except (ImportError, RuntimeError, TypeError, ValueError) as e:
         return f"Weight map (SpiNNaker-like mapping) not available: {e}"
     n_syn = sum(int(pr.pre_idx.size) for pr in mapping.projections)
-    chips = 1 + max((s.chip for s in mapping.slices), default=0)
+    chips = mapping.n_chips
     return (f"Weight map (SpiNNaker-like mapping, event-driven): `{p}`: "
             f"{sum(pops.values()):,} neurons in {len(pops)} populations (input included), "
-            f"{n_syn:,} synapses in {len(projs)} projections on {mapping.n_cores} cores of "
+            f"{n_syn:,} synapses in {len(projs)} projections on {mapping.n_cores} cores"
+            f"{_delay_cores(mapping)} of "
             f"{chips} chip(s); sample 0: max core load {prof.load.max():.3g} "
             f"({'real time' if prof.real_time else 'NOT real time'}), "
             f"{prof.synaptic_events.sum():,.0f} synaptic events, estimated "

@@ -22,6 +22,17 @@ per projection to signed ``weight_bits`` fixed point with the largest fractional
 represents the largest magnitude (``w_q = round(w * 2^f)``, clipped); weights that become 0 and
 saturated weights are counted.
 
+Delays: a neuron core delivers synapses of up to ``max_delay_steps`` (16) steps itself; a
+longer delay ``D`` goes, as in sPyNNaker, through a delay-extension core
+(:class:`DelayExtension`, sPyNNaker's ``DelayExtensionVertex``, which "provides delays ... in
+multiples of the maximum delays of a neuron (typically 16 or 32)"): one per source slice with
+such synapses, which re-sends each spike of a neuron once per delay stage ``s = (D - 1) //
+max_delay_steps`` its synapses need, ``s x max_delay_steps`` steps later, and the target core
+adds the rest. Its work per step is ``cycles_per_delay_neuron`` (128, sPyNNaker's
+``DelayExtensionVertex.ESTIMATED_CPU_CYCLES`` per neuron) x its neurons. Delay-extension cores
+take cores after the neuron cores, chip by chip; their routing entries are not counted (an
+undercount of one entry per delay core and target chip).
+
 Profile (:func:`execution_profile`): from spikes ``[T, N_pop]`` per population, per core and
 step: synaptic events (incoming spikes x their synapses on the core), neuron updates,
 packets sent (one per spike per source slice) and received (one per spike per target core),
@@ -55,9 +66,13 @@ class Machine:
     p_idle_core_w: float = 100e-3 / 152
     weight_bits: int = 16
     key_shift: int = 11
+    max_delay_steps: int = 16
+    cycles_per_delay_neuron: float = 128.0
     source: str = ("SpiNNaker2 datasheet v0.03 (2021): 152 PEs/chip, 128 KB SRAM/PE, 16,384 "
                    "router entries; energies from profiles/spinnaker2.toml; per-core limits, "
-                   "clock and cycle costs are assumptions (see module docstring)")
+                   "clock and cycle costs are assumptions (see module docstring); delays "
+                   "over 16 steps via delay-extension cores as sPyNNaker's "
+                   "DelayExtensionVertex (16 steps and 128 cycles per neuron from it)")
 
 
 SPINNAKER2 = Machine()
@@ -111,6 +126,18 @@ class Slice:
     mask: int
 
 
+@dataclass(frozen=True)
+class DelayExtension:
+    """A delay-extension core for the source slice ``slices[source]``: ``stages[i, s - 1]``
+    says neuron ``i`` of the slice has synapses needing stage ``s`` (re-sent ``s x
+    max_delay_steps`` steps after it spikes)."""
+
+    source: int
+    chip: int
+    core: int
+    stages: np.ndarray                      # [slice neurons, max stage] bool
+
+
 @dataclass
 class Mapping:
     machine: Machine
@@ -119,10 +146,21 @@ class Mapping:
     slices: list
     quantised: dict                         # projection name -> Quantised
     tables: dict = field(default_factory=dict)   # chip -> list of (key, mask, target cores)
+    delay_extensions: list = field(default_factory=list)   # DelayExtension per long-delay source
 
     @property
     def n_cores(self) -> int:
+        """Neuron cores (one per slice); delay-extension cores are :attr:`n_delay_cores`."""
         return len(self.slices)
+
+    @property
+    def n_delay_cores(self) -> int:
+        return len(self.delay_extensions)
+
+    @property
+    def n_chips(self) -> int:
+        return 1 + max([s.chip for s in self.slices] + [d.chip for d in self.delay_extensions],
+                       default=0)
 
     def core_of(self, population: str) -> np.ndarray:
         """Global core index of every neuron of ``population``."""
@@ -167,7 +205,34 @@ def map_network(populations: dict, projections: list, machine: Machine = SPINNAK
     m = Mapping(machine, dict(populations), list(projections), slices,
                 {pr.name: quantise(pr.weight, machine.weight_bits) for pr in projections})
     m.tables = routing_tables(m)
+    m.delay_extensions = _delay_extensions(slices, projections, machine)
     return m
+
+
+def _delay_extensions(slices, projections, machine: Machine) -> list:
+    """One :class:`DelayExtension` per source slice with synapses longer than
+    ``max_delay_steps``, placed on the cores after the neuron cores."""
+    if machine.max_delay_steps < 1:
+        raise ValueError(f"max_delay_steps must be >= 1, got {machine.max_delay_steps}")
+    out, k = [], len(slices)
+    for idx, s in enumerate(slices):
+        rows, stages = [], []
+        for pr in projections:
+            if pr.pre != s.population:
+                continue
+            d = np.asarray(pr.delay, dtype=np.int64)
+            sel = (pr.pre_idx >= s.start) & (pr.pre_idx < s.stop) & (d > machine.max_delay_steps)
+            rows.append(pr.pre_idx[sel] - s.start)
+            stages.append((d[sel] - 1) // machine.max_delay_steps)
+        if not rows or not sum(r.size for r in rows):
+            continue
+        rows, stages = np.concatenate(rows), np.concatenate(stages)
+        need = np.zeros((s.stop - s.start, int(stages.max())), dtype=bool)
+        need[rows, stages - 1] = True
+        out.append(DelayExtension(idx, k // machine.cores_per_chip, k % machine.cores_per_chip,
+                                  need))
+        k += 1
+    return out
 
 
 def routing_tables(m: Mapping) -> dict:
@@ -220,6 +285,9 @@ class ExecutionProfile:
     load: np.ndarray                     # [T, cores] cycles / budget
     real_time: bool
     energy_j: dict
+    # delay-extension cores (Mapping.delay_extensions), [T, n_delay_cores] each: packets
+    # "received" and "sent", "cycles", "load"; empty when the mapping has none
+    delay_cores: dict = field(default_factory=dict)
 
     @property
     def total_energy_j(self) -> float:
@@ -266,7 +334,38 @@ def execution_profile(m: Mapping, spikes: dict) -> ExecutionProfile:
               "neuron updates": float(upd.sum()) * mach.e_neuron_update_j,
               "packets": float(sent.sum()) * mach.e_packet_j,
               "idle": mach.p_idle_core_w * n_cores * duration}
-    return ExecutionProfile(ev, upd, sent, recv, cycles, load, bool((load <= 1).all()), energy)
+    delay = _delay_core_profile(m, spikes, t_steps)
+    real_time = bool((load <= 1).all())
+    if delay:
+        energy["delay-extension packets"] = float(delay["sent"].sum()) * mach.e_packet_j
+        energy["idle"] += mach.p_idle_core_w * m.n_delay_cores * duration
+        real_time = real_time and bool((delay["load"] <= 1).all())
+    return ExecutionProfile(ev, upd, sent, recv, cycles, load, real_time, energy, delay)
+
+
+def _delay_core_profile(m: Mapping, spikes: dict, t_steps: int) -> dict:
+    """Per step and delay-extension core: packets received (the source slice's spikes), sent
+    (each spike again at every stage its neuron needs, inside the run), cycles and load."""
+    if not m.delay_extensions:
+        return {}
+    mach, n = m.machine, m.n_delay_cores
+    out = {k: np.zeros((t_steps, n)) for k in ("received", "sent")}
+    cycles = np.zeros((t_steps, n))
+    for j, ext in enumerate(m.delay_extensions):
+        s = m.slices[ext.source]
+        cycles[:, j] = mach.cycles_per_delay_neuron * (s.stop - s.start)
+        if s.population not in spikes:
+            continue
+        sp = np.asarray(spikes[s.population])[:, s.start:s.stop].astype(np.float64)
+        out["received"][: sp.shape[0], j] = sp.sum(1)
+        for stage in range(ext.stages.shape[1]):
+            lag = (stage + 1) * mach.max_delay_steps
+            if lag < t_steps:
+                per = sp[:, ext.stages[:, stage]].sum(1)[: t_steps - lag]
+                out["sent"][lag:lag + per.size, j] += per
+    out["cycles"] = cycles
+    out["load"] = cycles / (mach.clock_hz * mach.time_step_s)
+    return out
 
 
 def unroll_conv(layer, in_shape) -> tuple:

@@ -4,7 +4,9 @@ Layout (schema version 1)::
 
     <dir>/manifest.json             format, schema_version, producer, machine, populations,
                                     projections (name, pre, post, sizes, frac_bits, bits,
-                                    zeroed, saturated, file), cores, routing, crossbar and
+                                    zeroed, saturated, file), cores, delay_extension_cores
+                                    (source core, chip, core, stages, neurons needing each
+                                    stage; for delays over max_delay_steps), routing, crossbar and
                                     "files": {relative path: sha256 hex} of every array file
     <dir>/projections/<i>.npz       pre (int64), post (int64), weight (float64),
                                     weight_fixed (int32), delay (int16, time steps)
@@ -120,6 +122,11 @@ def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
             "machine": {k: getattr(m, k) for k in m.__dataclass_fields__},
             "populations": mapping.populations, "projections": projs,
             "cores": {"file": "cores.npz", "count": len(sl)},
+            "delay_extension_cores": [
+                {"source_core": d.source, "chip": d.chip, "core": d.core,
+                 "stages": int(d.stages.shape[1]),
+                 "neurons_per_stage": d.stages.sum(0).tolist()}
+                for d in getattr(mapping, "delay_extensions", [])],
             "routing": {"file": "routing.npz", "entries": len(keys)},
             "crossbar": tiles, "crossbar_device": crossbar_device or {}, "files": files,
         }

@@ -165,3 +165,42 @@ def test_pooled_network_maps_with_composed_projections():
     from spiking.hardware import fixedpoint_sim as F
     with pytest.raises(TypeError, match="does not support pooling"):
         F.from_model(model, x[:, :1])
+
+
+def test_delays_over_the_core_limit_take_delay_extension_cores(tmp_path):
+    # sPyNNaker-like: a neuron core delivers delays <= 16 steps; a longer delay D is re-sent by
+    # a delay-extension core of its source slice at stage (D - 1) // 16, i.e. 16 s steps later
+    from spiking.hardware.weightmap import read_weightmap, write_weightmap
+
+    mach = S.Machine(neurons_per_core=2, cores_per_chip=4)
+    pre = np.array([0, 1, 1, 2, 3])
+    post = np.array([0, 0, 1, 1, 0])
+    delay = np.array([16, 17, 40, 3, 32], np.int16)     # stages -, 1, 2, -, 1
+    pr = S.Projection("p", "in", "out", 4, 2, pre, post, np.ones(5), delay)
+    m = S.map_network({"in": 4, "out": 2}, [pr], mach)
+    assert m.n_cores == 3 and m.n_delay_cores == 2          # in[0:2], in[2:4]: both have long ones
+    a, b = m.delay_extensions
+    assert (a.source, b.source) == (0, 1) and (a.chip, a.core, b.chip, b.core) == (0, 3, 1, 0)
+    assert m.n_chips == 2
+    assert a.stages.tolist() == [[False, False], [True, True]]
+    assert b.stages.tolist() == [[False], [True]]
+    t = 50
+    spikes = {"in": np.zeros((t, 4), bool), "out": np.zeros((t, 2), bool)}
+    spikes["in"][[0, 5], 1] = True                          # neuron 1: stages 1 and 2
+    spikes["in"][2, 3] = True                               # neuron 3: stage 1
+    spikes["in"][4, 0] = True                               # neuron 0: no long delay
+    prof = S.execution_profile(m, spikes)
+    sent = prof.delay_cores["sent"]
+    assert sent[:, 0].sum() == 4 and sent[[16, 21, 32, 37], 0].tolist() == [1, 1, 1, 1]
+    assert sent[:, 1].sum() == 1 and sent[18, 1] == 1
+    assert prof.delay_cores["received"][:, 0].sum() == 3
+    assert np.all(prof.delay_cores["cycles"] == 128 * 2)
+    base = S.execution_profile(S.map_network({"in": 4, "out": 2}, [pr], S.Machine(
+        neurons_per_core=2, cores_per_chip=4, max_delay_steps=64)), spikes)
+    assert not base.delay_cores and "delay-extension packets" not in base.energy_j
+    assert prof.energy_j["delay-extension packets"] == pytest.approx(5 * mach.e_packet_j)
+    assert prof.energy_j["idle"] == pytest.approx(base.energy_j["idle"] * 5 / 3)
+    from spiking.hardware.report import _delay_cores
+    assert _delay_cores(m) == " (+2 delay-extension cores for delays over 16 steps)"
+    man = read_weightmap(write_weightmap(tmp_path / "wm", m))["manifest"]
+    assert [d["neurons_per_stage"] for d in man["delay_extension_cores"]] == [[1, 1], [1]]
