@@ -82,7 +82,9 @@ def build_model(cfg: Config, data) -> torch.nn.Module:
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: every parameter decays by ``weight_decay`` except learnable time constants
     (``log_tau_*``), for which decay would pull every tau towards exp(0) = 1 s, a prior with no
-    meaning."""
+    meaning, and learnt delay positions (``delay_pos``), which decay would pull to delay 0 and
+    which train at ``lr_scale`` = :data:`spiking.models.delays.POS_LR_SCALE` x the lr (the
+    scheduler scales each group's lr alike)."""
     taus = {LOG + t for t in TIME_CONSTANTS}
     decay, keep, pos = [], [], []
     for name, p in model.named_parameters():
