@@ -46,8 +46,14 @@ def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = Fal
 # Learnt per-synapse delays as in Hammouamri, Khalfaoui-Hassani & Masquelier (ICLR 2024; their
 # code github.com/Thvnvtos/SNN-delays, config.py): positions start uniform over the delay
 # range, a Gaussian of width sigInit = max_delay // 3 taps spreads each synapse over the taps
-# and shrinks exponentially to 0.23 by half of the epochs (final_epoch = epochs // 2), and the
-# positions learn 150 x faster than the weights (lr_pos = 150 * lr_w).
+# and shrinks exponentially to 0.23 by half of the epochs (final_epoch = epochs // 2,
+# snn_delays.py decrease_sig), and the positions learn 150 x faster than the weights (lr_pos =
+# 150 * lr_w). Where this differs: they keep sigma 0.23 to the end and round the positions
+# after training, this goes hard (rounded) from half of the epochs on, so the second half
+# trains the network that is deployed; they clamp the positions in place before every batch,
+# this clamps in the forward pass with the gradient passed straight through; their positions
+# follow their own cosine schedule, these the weights' schedule (x 150); the readout
+# projection has no delays here.
 POS_LR_SCALE = 150.0
 SIGMA_END = 0.23
 HARD_FROM = 0.5
