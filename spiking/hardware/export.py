@@ -372,11 +372,15 @@ def _branches(graph, cur, succ, pred):
     Returns ``(branches, join)``, each branch a list of node keys."""
     import nir
 
+    def kind(key):
+        node = graph.nodes[key]
+        return ("delay" if isinstance(node, nir.Delay) else
+                "weight" if isinstance(node, (nir.Linear, nir.Affine)) else None)
+
     branches, joins = [], set()
     for b in succ[cur]:
         path, k = [], b
-        while (isinstance(graph.nodes[k], (nir.Delay, nir.Linear, nir.Affine))
-               and not any(type(graph.nodes[p]) is type(graph.nodes[k]) for p in path)):
+        while kind(k) is not None and kind(k) not in {kind(p) for p in path}:
             if len(pred.get(k, [])) != 1 or len(succ.get(k, [])) != 1:
                 raise ValueError(f"from_nir: node {k!r} (in parallel projections from {cur!r}) "
                                  f"has {len(pred.get(k, []))} inputs and "
@@ -479,8 +483,12 @@ def _delayed_from_nir(graph, branches, key: str, dt: float) -> nn.Module:
                          f"shapes {sorted(sizes)}; expected one shape")
     n_out, n_in = sizes.pop()
     full, bias = [], None
-    for w, lag_in, lag_out, b in parts:
+    for path, (w, lag_in, lag_out, b) in zip(branches, parts):
         w = np.eye(n_out, n_in) if w is None else w
+        for lag, n, side in ((lag_in, n_in, "inputs"), (lag_out, n_out, "outputs")):
+            if np.size(lag) not in (1, n):
+                raise ValueError(f"from_nir: Delay in branch {path} before node {key!r} has "
+                                 f"{np.size(lag)} delays, expected one per {side} ({n})")
         full.append((w, np.broadcast_to(lag_in + lag_out, (n_out, n_in))))
         if b is not None:
             bias = np.asarray(b, dtype=np.float64) + (0 if bias is None else bias)

@@ -251,3 +251,29 @@ def test_bad_delay_graphs_are_named():
     with pytest.raises(ValueError, match="needs a neuron layer"):
         from spiking.models.delays import DelayedLinear
         to_nir(spiking.Sequential(DelayedLinear(nn.Conv1d(2, 2, 2))), torch.zeros(3, 1, 2))
+
+
+def test_two_weight_layers_in_a_branch_and_delay_size_mismatch_are_named():
+    lif = nir.LIF(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2),
+                  v_threshold=np.ones(2), v_reset=np.zeros(2))
+    nodes = {"in": nir.Input(input_type=np.array([2])), "lif": lif,
+             "out": nir.Output(output_type=np.array([2])),
+             "d": nir.Delay(delay=np.full(3, 1e-3)), "a": nir.Linear(weight=np.ones((2, 2)))}
+    edges = [("in", "d"), ("d", "a"), ("a", "lif"), ("lif", "out")]
+    with pytest.raises(ValueError, match="type mismatch"):       # NIR's own check
+        nir.NIRGraph(nodes=nodes, edges=edges)
+    with pytest.raises(ValueError, match=r"3 delays, expected one per inputs \(2\)"):
+        from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    # Delay -> Linear -> Affine: the second weight layer is the join, not part of the branch,
+    # so the branch's output reaches a node that is not the neuron
+    two = {**nodes, "d": nir.Delay(delay=np.full(2, 1e-3)),
+           "b": nir.Affine(weight=2 * np.eye(2), bias=np.zeros(2))}
+    m = from_nir(nir.NIRGraph(nodes=two, edges=[("in", "d"), ("d", "a"), ("a", "b"),
+                                                ("b", "lif"), ("lif", "out")]))
+    assert [type(x).__name__ for x in m] == ["DelayedLinear", "Linear", "LIF"]
+    x = torch.rand(5, 1, 2, dtype=torch.float64)
+    with torch.no_grad():
+        _, _, rec = m.double()(x, record=True)
+    want = torch.zeros_like(x)
+    want[1:] = x[:-1].sum(-1, keepdim=True) * 2
+    torch.testing.assert_close(rec[1], want, rtol=0, atol=1e-12)
