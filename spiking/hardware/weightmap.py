@@ -211,11 +211,13 @@ def read_weightmap(path) -> dict:
 
 
 def pynn_lists(mapping, cells: dict | None = None, dt_ms: float = 1.0) -> dict:
-    """PyNN ``FromListConnector`` lists ``[(pre, post, weight, delay_ms), ...]`` per projection
-    and cell parameters (``IF_curr_exp`` names: tau_m, v_thresh, v_reset, v_rest in mV/ms)
+    """PyNN ``FromListConnector`` lists ``[(pre, post, weight, delay_ms), ...]`` per projection,
+    the simulation time step to run them at (``timestep_ms``, one step of the mapping) and cell
+    parameters (``IF_curr_exp`` names: tau_m, v_thresh, v_reset, v_rest in mV/ms)
     for sPyNNaker users. Weights are our dimensionless units: scale them to nA for your cell's
     ``cm`` (PyNN's current-based synapse adds ``w`` to the synaptic current)."""
-    out = {"connectors": {}, "cells": cells or {}, "note": pynn_lists.__doc__.split("\n")[-2]}
+    out = {"connectors": {}, "cells": cells or {}, "timestep_ms": float(dt_ms),
+           "note": pynn_lists.__doc__.split("\n")[-2]}
     for pr in mapping.projections:
         out["connectors"][pr.name] = {
             "pre": pr.pre, "post": pr.post,

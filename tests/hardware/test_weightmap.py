@@ -97,7 +97,7 @@ def test_pynn_lists_of_a_model_give_delays_in_ms_and_cells():
     for pre, post, weight, delay_ms in first:
         k = [kk for kk in range(3) if float(w[post, pre, kk]) == weight]
         assert len(k) == 1 and delay_ms == pytest.approx((1 + (2 - k[0]) * 2) * dt * 1e3)
-    assert len(first) == 3 * 4 * 3
+    assert len(first) == 3 * 4 * 3 and out["timestep_ms"] == pytest.approx(2.0)
     assert out["cells"]["pop1"]["tau_m"] == pytest.approx(20.0)
     assert "note" not in out["cells"]["pop1"]
     assert "LI has no IF_curr_exp" in out["cells"]["pop3"]["unsupported"]
