@@ -214,21 +214,25 @@ def _delay_extensions(slices, projections, machine: Machine) -> list:
     ``max_delay_steps``, placed on the cores after the neuron cores."""
     if machine.max_delay_steps < 1:
         raise ValueError(f"max_delay_steps must be >= 1, got {machine.max_delay_steps}")
+    long = {}                             # source population -> (neuron, stage) arrays
+    for pr in projections:
+        d = np.asarray(pr.delay, dtype=np.int64)
+        sel = d > machine.max_delay_steps
+        if sel.any():
+            long.setdefault(pr.pre, []).append((pr.pre_idx[sel],
+                                                (d[sel] - 1) // machine.max_delay_steps))
+    long = {p: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
+            for p, v in long.items()}
     out, k = [], len(slices)
     for idx, s in enumerate(slices):
-        rows, stages = [], []
-        for pr in projections:
-            if pr.pre != s.population:
-                continue
-            d = np.asarray(pr.delay, dtype=np.int64)
-            sel = (pr.pre_idx >= s.start) & (pr.pre_idx < s.stop) & (d > machine.max_delay_steps)
-            rows.append(pr.pre_idx[sel] - s.start)
-            stages.append((d[sel] - 1) // machine.max_delay_steps)
-        if not rows or not sum(r.size for r in rows):
+        if s.population not in long:
             continue
-        rows, stages = np.concatenate(rows), np.concatenate(stages)
-        need = np.zeros((s.stop - s.start, int(stages.max())), dtype=bool)
-        need[rows, stages - 1] = True
+        pre, stage = long[s.population]
+        inside = (pre >= s.start) & (pre < s.stop)
+        if not inside.any():
+            continue
+        need = np.zeros((s.stop - s.start, int(stage[inside].max())), dtype=bool)
+        need[pre[inside] - s.start, stage[inside] - 1] = True
         out.append(DelayExtension(idx, k // machine.cores_per_chip, k % machine.cores_per_chip,
                                   need))
         k += 1
