@@ -126,7 +126,7 @@ def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
                 {"source_core": d.source, "chip": d.chip, "core": d.core,
                  "stages": int(d.stages.shape[1]),
                  "neurons_per_stage": d.stages.sum(0).tolist()}
-                for d in getattr(mapping, "delay_extensions", [])],
+                for d in mapping.delay_extensions],
             "routing": {"file": "routing.npz", "entries": len(keys)},
             "crossbar": tiles, "crossbar_device": crossbar_device or {}, "files": files,
         }

@@ -104,7 +104,7 @@ def make_scheduler(cfg: Config, opt, total_steps: int):
         # a run of a few steps (tiny data, one epoch) needs at least 1.5 warm-up steps
         total = max(total_steps, 3)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[cfg.lr * g.get("lr_scale", 1.0) for g in opt.param_groups],
+            opt, max_lr=[g["lr"] for g in opt.param_groups],      # cfg.lr x lr_scale
             total_steps=total,
             pct_start=min(max(cfg.warmup_frac, 1.5 / total), 1 - 1 / total))
     warm = int(cfg.warmup_frac * total_steps)
