@@ -123,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        code = _main(argv)
+    except BaseException:
+        if not _joined_process_group():
+            raise
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    if _joined_process_group():  # a torchrun worker: end it without interpreter shutdown
+        from spiking.training.distributed import exit_worker
+
+        exit_worker(code)
+    return code
+
+
+def _joined_process_group() -> bool:
+    # not imported = no process group joined (keeps `spiking --help` free of torch.distributed)
+    mod = sys.modules.get("spiking.training.distributed")
+    return bool(mod is not None and mod.joined())
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

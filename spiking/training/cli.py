@@ -84,7 +84,8 @@ def cmd_train(args) -> int:
             if args.model_args:
                 over["model_args"] = json.loads(args.model_args)
             summary = train(C.build(args.config, over))
-        _print_summary(summary)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns it
+            _print_summary(summary)
         return 0
     return _run(go)
 

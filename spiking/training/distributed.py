@@ -5,11 +5,22 @@ torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` (plus ``MASTER_ADDR``/
 ``cuda:LOCAL_RANK``), gloo on CPU. Without those variables everything is a single process
 (world size 1, rank 0). Only rank 0 logs, plots and writes checkpoints; :func:`all_sum` and
 :func:`broadcast_object` keep metrics and decisions identical on every rank.
+
+A worker that joined a gloo group must not go through Python's interpreter shutdown: torch's
+``DistributedDataParallel`` keeps the process group alive past ``destroy_process_group`` (its
+``pt_gloo_runloop`` threads are still running at exit, torch 2.11-2.14), and a runloop thread that
+drops the last reference to a finished collective's tensors then needs the GIL of an interpreter
+being torn down, and aborts the process ("terminate called without an active exception", or a
+segfault), about one run in twenty on a loaded 2-core machine; the mechanism is the one described
+in pytorch/pytorch pull request 179291. The ``spiking`` command therefore ends such a worker with
+:func:`exit_worker` (``os._exit`` after flushing) once training has returned and every file is
+written.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -53,7 +64,28 @@ def setup(device: str = "auto") -> DistInfo:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend=backend)
+        global _joined
+        _joined = True
     return DistInfo(rank, world, local, dev)
+
+
+_joined = False  # set once this process has joined a process group (see the module note)
+
+
+def joined() -> bool:
+    """Whether this process joined a torch.distributed process group through :func:`setup`."""
+    return _joined
+
+
+def exit_worker(code: int):
+    """End this process now, skipping interpreter shutdown (see the module note): flush the
+    standard streams, then ``os._exit(code)``. Call only when all output is written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written
+            pass
+    os._exit(code)
 
 
 def cleanup(info: DistInfo) -> None:
