@@ -71,7 +71,8 @@ class LearntDelays(nn.Module):
     epochs; from then on the kernel is hard, ``w`` at tap ``round(p)`` only, so the trained
     network has one synapse per pair (not K) in the hardware mapping, the operation counts and
     the NIR export, and what is trained in the second half is what runs. ``sigma`` is a buffer
-    (saved with the checkpoint); 0 means hard."""
+    (saved with the checkpoint, read once at load); 0 means hard. Change it through
+    :meth:`set_progress` or ``load_state_dict``: the forward reads a host copy of it."""
 
     stride, padding, groups = (1,), (0,), 1
 
@@ -88,6 +89,11 @@ class LearntDelays(nn.Module):
         self.bias = nn.Parameter(lin.bias.detach().clone())
         self.delay_pos = nn.Parameter(torch.rand(n_out, n_in) * (taps - 1))
         self.register_buffer("sigma", torch.tensor(float(self.sigma_start)))
+        self._sigma = float(self.sigma_start)  # host copy: no device sync per forward
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._sigma = float(self.sigma)  # one read at load (a checkpoint may be hard)
 
     def set_progress(self, epoch: int, epochs: int) -> None:
         """``sigma`` for epoch ``epoch`` (0-based) of ``epochs``: exponential decay from
@@ -95,6 +101,7 @@ class LearntDelays(nn.Module):
         frac = epoch / max(int(epochs * HARD_FROM), 1)
         sig = 0.0 if frac >= 1 else self.sigma_start * (SIGMA_END / self.sigma_start) ** frac
         self.sigma.fill_(sig)
+        self._sigma = float(sig)
 
     def delays(self) -> torch.Tensor:
         """Each synapse's delay in steps ``[O, I]`` (its rounded position x spacing)."""
@@ -111,8 +118,8 @@ class LearntDelays(nn.Module):
         taps = self.kernel_size[0]
         pos = self._pos()
         lag = torch.arange(taps, device=pos.device, dtype=pos.dtype)
-        if float(self.sigma) > 0:
-            g = torch.exp(-0.5 * ((lag - pos[..., None]) / self.sigma) ** 2)
+        if self._sigma > 0:
+            g = torch.exp(-0.5 * ((lag - pos[..., None]) / self._sigma) ** 2)
             g = g / g.sum(-1, keepdim=True)
         else:
             g = nn.functional.one_hot(pos.detach().round().long(), taps).to(pos.dtype)
@@ -123,7 +130,7 @@ class LearntDelays(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, taps={self.kernel_size[0]}, "
-                f"spacing={self.dilation[0]}, sigma={float(self.sigma):.3g}")
+                f"spacing={self.dilation[0]}, sigma={self._sigma:.3g}")
 
 
 def causal(conv: nn.Conv1d, x: torch.Tensor, buf: torch.Tensor | None = None):

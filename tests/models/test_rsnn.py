@@ -372,3 +372,21 @@ def test_learnt_delay_position_past_the_grid_still_gets_a_gradient():
     assert torch.equal(m.delays(), torch.full((2, 2), 3))
     (m(torch.randn(1, 2, 8, dtype=torch.float64)) ** 2).sum().backward()
     assert (m.delay_pos.grad != 0).all()
+
+
+def test_learnt_delays_loaded_hard_checkpoint_runs_hard():
+    # the forward reads a host copy of sigma: loading a hard (sigma 0) state must make the
+    # kernel one tap per synapse, and loading a soft one must spread it again
+    from spiking.models.delays import LearntDelays
+
+    torch.manual_seed(2)
+    hard = LearntDelays(3, 2, 5, 1)
+    hard.set_progress(9, 10)
+    fresh = LearntDelays(3, 2, 5, 1)                     # soft (sigma 1) as built
+    assert ((fresh.weight != 0).sum(-1) == 5).all()
+    fresh.load_state_dict(hard.state_dict())
+    assert float(fresh.sigma) == 0.0
+    torch.testing.assert_close(fresh.weight, hard.weight, rtol=0, atol=0)
+    assert ((fresh.weight != 0).sum(-1) <= 1).all()
+    fresh.load_state_dict(LearntDelays(3, 2, 5, 1).state_dict())
+    assert ((fresh.weight != 0).sum(-1) == 5).all() and "sigma=1" in repr(fresh)
