@@ -76,16 +76,11 @@ def neuron_config(neuron, n: int, bias=None) -> NeuronConfig:
 
 def router(m) -> dict:
     """``{source key: set of target cores}`` by matching every slice's key against every
-    chip's table (the routing tables are the only source of where spikes go)."""
-    out = {}
-    for s in m.slices:
-        cores = set()
-        for entries in m.tables.values():
-            for k, mask, tgt in entries:
-                if s.key & mask == k:
-                    cores.update(tgt)
-        out[s.key] = cores
-    return out
+    chip's table, through delay-extension cores where a slice has long delays (the routing
+    tables are the only source of where spikes go)."""
+    from spiking.hardware.spinnaker import reached_cores
+
+    return {s.key: reached_cores(m, s.key) for s in m.slices}
 
 
 def _rnd(p: np.ndarray, d: int) -> np.ndarray:

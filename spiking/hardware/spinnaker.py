@@ -30,8 +30,9 @@ such synapses, which re-sends each spike of a neuron once per delay stage ``s = 
 max_delay_steps`` its synapses need, ``s x max_delay_steps`` steps later, and the target core
 adds the rest. Its work per step is ``cycles_per_delay_neuron`` (128, sPyNNaker's
 ``DelayExtensionVertex.ESTIMATED_CPU_CYCLES`` per neuron) x its neurons. Delay-extension cores
-take cores after the neuron cores, chip by chip; their routing entries are not counted (an
-undercount of one entry per delay core and target chip).
+take cores after the neuron cores, chip by chip, and have routing keys of their own: the source
+slice's entries reach its delay core, the delay core's entries reach the targets of the long
+synapses (:func:`routing_tables`).
 
 Profile (:func:`execution_profile`): from spikes ``[T, N_pop]`` per population, per core and
 step: synaptic events (incoming spikes x their synapses on the core), neuron updates,
@@ -204,8 +205,12 @@ def map_network(populations: dict, projections: list, machine: Machine = SPINNAK
         raise ValueError("key_shift leaves too few bits for the neurons of a core")
     m = Mapping(machine, dict(populations), list(projections), slices,
                 {pr.name: quantise(pr.weight, machine.weight_bits) for pr in projections})
-    m.tables = routing_tables(m)
     m.delay_extensions = _delay_extensions(slices, projections, machine)
+    if (m.n_cores + m.n_delay_cores - 1) >> (32 - machine.key_shift):
+        raise ValueError(f"{m.n_cores + m.n_delay_cores} cores need more than the "
+                         f"{32 - machine.key_shift} key bits left by key_shift "
+                         f"{machine.key_shift}")
+    m.tables = routing_tables(m)
     return m
 
 
@@ -240,25 +245,41 @@ def _delay_extensions(slices, projections, machine: Machine) -> list:
 
 
 def routing_tables(m: Mapping) -> dict:
-    """Per chip: entries (key, mask, sorted target cores on that chip) for each source slice."""
+    """Per chip: entries (key, mask, sorted target cores on that chip), one per source core
+    with a target on the chip. A source slice's entry lists the neuron cores it reaches with
+    delays up to ``max_delay_steps`` and its delay-extension core; a delay-extension core (core
+    ``n_cores + j``, key ``(n_cores + j) << key_shift``) has its own entries to the neuron cores
+    of the longer synapses, as in sPyNNaker."""
     tables: dict = {}
     core_of = {p: m.core_of(p) for p in m.populations}
-    n_cores = m.n_cores
+    n_all = m.n_cores + m.n_delay_cores
+    ext_of = np.full(m.n_cores, -1, dtype=np.int64)       # source slice -> its delay core
+    for j, ext in enumerate(m.delay_extensions):
+        ext_of[ext.source] = m.n_cores + j
     pairs = []
-    for pr in m.projections:          # (source slice, target core) pairs, vectorised
-        pairs.append(np.unique(core_of[pr.pre][pr.pre_idx] * n_cores
-                               + core_of[pr.post][pr.post_idx]))
+    for pr in m.projections:          # (source core, target core) pairs, vectorised
+        pre, post = core_of[pr.pre][pr.pre_idx], core_of[pr.post][pr.post_idx]
+        long = np.asarray(pr.delay) > m.machine.max_delay_steps
+        pairs.append(np.unique(pre[~long] * n_all + post[~long]))
+        if long.any():
+            ext = ext_of[pre[long]]
+            pairs += [np.unique(pre[long] * n_all + ext), np.unique(ext * n_all + post[long])]
     pairs = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
-    src, dst = pairs // n_cores, pairs % n_cores
-    chip = np.array([sl.chip for sl in m.slices], dtype=np.int64)[dst] if pairs.size else dst
+    src, dst = pairs // n_all, pairs % n_all
+    chips = np.array([sl.chip for sl in m.slices] + [d.chip for d in m.delay_extensions],
+                     dtype=np.int64)
+    chip = chips[dst] if pairs.size else dst
     order = np.lexsort((dst, chip, src))
     src, dst, chip = src[order], dst[order], chip[order]
     bounds = np.flatnonzero(np.diff(src * (chip.max(initial=0) + 1) + chip)) + 1
+    mask = (0xFFFFFFFF << m.machine.key_shift) & 0xFFFFFFFF
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, src.size]):
         if lo == hi:
             continue
-        s_ = m.slices[int(src[lo])]
-        tables.setdefault(int(chip[lo]), []).append((s_.key, s_.mask,
+        k = int(src[lo])
+        key, msk = ((m.slices[k].key, m.slices[k].mask) if k < m.n_cores
+                    else (k << m.machine.key_shift, mask))
+        tables.setdefault(int(chip[lo]), []).append((key, msk,
                                                      tuple(int(c) for c in dst[lo:hi])))
     for chip, entries in tables.items():
         if len(entries) > m.machine.routing_entries:
@@ -267,16 +288,30 @@ def routing_tables(m: Mapping) -> dict:
     return tables
 
 
-def route(m: Mapping, population: str, neuron: int) -> set:
-    """Cores a spike of ``neuron`` reaches through the tables (key match on every chip)."""
-    s = next(s for s in m.slices if s.population == population and s.start <= neuron < s.stop)
-    key = s.key | (neuron - s.start)
-    reached = set()
-    for entries in m.tables.values():
-        for k, mask, cores in entries:
-            if key & mask == k:
-                reached.update(cores)
+def reached_cores(m: Mapping, key: int) -> set:
+    """Neuron cores a packet with ``key`` reaches through the tables: the cores it matches,
+    and, for a delay-extension core among them, the cores its own key matches (its delayed
+    re-sends)."""
+    reached, todo, seen = set(), [key], set()
+    while todo:
+        k = todo.pop()
+        for entries in m.tables.values():
+            for ek, mask, cores in entries:
+                if k & mask == ek:
+                    for c in cores:
+                        if c < m.n_cores:
+                            reached.add(c)
+                        elif c not in seen:
+                            seen.add(c)
+                            todo.append(c << m.machine.key_shift)
     return reached
+
+
+def route(m: Mapping, population: str, neuron: int) -> set:
+    """Neuron cores a spike of ``neuron`` reaches through the tables (key match on every chip,
+    directly or through its slice's delay-extension core)."""
+    s = next(s for s in m.slices if s.population == population and s.start <= neuron < s.stop)
+    return reached_cores(m, s.key | (neuron - s.start))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ Layout (schema version 1)::
     <dir>/projections/<i>.npz       pre (int64), post (int64), weight (float64),
                                     weight_fixed (int32), delay (int16, time steps)
     <dir>/cores.npz                 population index, start, stop, chip, core, key, mask
-    <dir>/routing.npz               chip, key, mask, target-core offsets/flat list (CSR)
+    <dir>/routing.npz               chip, key, mask, target-core offsets/flat list (CSR);
+                                    target n < len(cores) is a neuron core, a larger one the
+                                    delay-extension core with that "index" (key index << shift)
     <dir>/crossbar/<tile>.npy       optional: conductance maps [2, rows, cols] (G+, G-) in S;
                                     the manifest's "crossbar" entries give each tile's layer,
                                     row/column ranges and scale (W = (G+ - G-) / scale), and
@@ -123,10 +125,10 @@ def write_weightmap(path, mapping, *, crossbar_tiles: dict | None = None,
             "populations": mapping.populations, "projections": projs,
             "cores": {"file": "cores.npz", "count": len(sl)},
             "delay_extension_cores": [
-                {"source_core": d.source, "chip": d.chip, "core": d.core,
-                 "stages": int(d.stages.shape[1]),
+                {"index": mapping.n_cores + j, "source_core": d.source, "chip": d.chip,
+                 "core": d.core, "stages": int(d.stages.shape[1]),
                  "neurons_per_stage": d.stages.sum(0).tolist()}
-                for d in mapping.delay_extensions],
+                for j, d in enumerate(mapping.delay_extensions)],
             "routing": {"file": "routing.npz", "entries": len(keys)},
             "crossbar": tiles, "crossbar_device": crossbar_device or {}, "files": files,
         }

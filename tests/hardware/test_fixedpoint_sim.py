@@ -126,15 +126,16 @@ def test_conv_unrolled_into_synapses_runs_exactly():
         S.network_from_model(pooled, x)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_delayed_synapses_exact_in_model_timing(seed):
+@pytest.mark.parametrize("seed,spacing", [(0, 2), (1, 2), (0, 9)])
+def test_delayed_synapses_exact_in_model_timing(seed, spacing):
     # a DelayedLinear (RSNN synaptic delays) maps to synapses with delays 1 + (K-1-k) d; in
     # model timing they arrive (K-1-k) d steps later, as the float stack computes, and the
-    # bias is added every step
+    # bias is added every step. Spacing 9 gives a 19-step delay: routed through the source
+    # slices' delay-extension cores (tables only), still exact
     from spiking.models.delays import DelayedLinear, projection
 
     g = torch.Generator().manual_seed(seed)
-    conv = projection(8, 6, 3, 2)
+    conv = projection(8, 6, 3, spacing)
     m = spiking.Sequential(DelayedLinear(conv), spiking.LIF(tau_mem=4.0, threshold=1.0, **KW),
                            nn.Linear(6, 4, bias=False), spiking.LIF(tau_mem=2.0, **KW))
     with torch.no_grad():
@@ -144,7 +145,8 @@ def test_delayed_synapses_exact_in_model_timing(seed):
     x = (torch.rand(40, 1, 8, generator=g) < 0.4).float()
     sim, ref, mp = F.from_model(m, x)
     proj = next(p for p in mp.projections if p.pre == "input")
-    assert sorted(set(proj.delay.tolist())) == [1, 3, 5]
+    assert sorted(set(proj.delay.tolist())) == [1, 1 + spacing, 1 + 2 * spacing]
+    assert mp.n_delay_cores == (1 if spacing == 9 else 0)
     assert ref["pop1"].any() and ref["pop3"].any()
     for p in ("pop1", "pop3"):
         assert np.array_equal(sim[p], ref[p]), p

@@ -182,6 +182,16 @@ def test_delays_over_the_core_limit_take_delay_extension_cores(tmp_path):
     a, b = m.delay_extensions
     assert (a.source, b.source) == (0, 1) and (a.chip, a.core, b.chip, b.core) == (0, 3, 1, 0)
     assert m.n_chips == 2
+    # routing: a source slice's entry lists its short-delay targets and its delay core; the
+    # delay core (global core 3 / 4, key core << key_shift) has entries to the long targets
+    k = mach.key_shift
+    assert {c: sorted((key >> k, t) for key, _, t in e) for c, e in m.tables.items()} == {
+        0: [(0, (2, 3)), (1, (2,)), (3, (2,)), (4, (2,))], 1: [(1, (4,))]}
+    assert S.route(m, "in", 1) == S.route(m, "in", 3) == {2}
+    only_long = S.map_network({"in": 1, "out": 1}, [S.Projection(
+        "q", "in", "out", 1, 1, np.array([0]), np.array([0]), np.ones(1), np.array([20]))])
+    assert only_long.tables == {0: [(0, 0xFFFFF800, (2,)), (2 << 11, 0xFFFFF800, (1,))]}
+    assert S.route(only_long, "in", 0) == {1}                # through the delay core only
     assert a.stages.tolist() == [[False, False], [True, True]]
     assert b.stages.tolist() == [[False], [True]]
     t = 50
@@ -204,3 +214,5 @@ def test_delays_over_the_core_limit_take_delay_extension_cores(tmp_path):
     assert _delay_cores(m) == " (+2 delay-extension cores for delays over 16 steps)"
     man = read_weightmap(write_weightmap(tmp_path / "wm", m))["manifest"]
     assert [d["neurons_per_stage"] for d in man["delay_extension_cores"]] == [[1, 1], [1]]
+    assert [d["index"] for d in man["delay_extension_cores"]] == [3, 4]
+    assert man["routing"]["entries"] == 5                     # 4 on chip 0, 1 on chip 1
