@@ -361,7 +361,7 @@ class _Counter:
             eff, dense = _linear_ops(xs, mod.weight.detach())
         else:
             eff, dense = _conv_ops(mod, xs)
-            if isinstance(mod, LearntDelays) and float(mod.sigma) == 0:
+            if isinstance(mod, LearntDelays) and mod.hard:
                 dense /= mod.kernel_size[0]         # hard: one weight (one delay) per synapse
         binary = _binary_steps(xs)
         acc.v["effective_acs"] += float(eff[binary].sum())

@@ -103,6 +103,12 @@ class LearntDelays(nn.Module):
         self.sigma.fill_(sig)
         self._sigma = float(sig)
 
+    @property
+    def hard(self) -> bool:
+        """Whether the kernel is one tap per synapse (``sigma`` 0: the second half of training
+        and after it)."""
+        return self._sigma == 0
+
     def delays(self) -> torch.Tensor:
         """Each synapse's delay in steps ``[O, I]`` (its rounded position x spacing)."""
         return self._pos().detach().round().long() * self.dilation[0]
@@ -159,6 +165,23 @@ def fan_out_steps(events_per_step: torch.Tensor, taps: int, spacing: int) -> int
     reach = torch.clamp((t - 1 - torch.arange(t, device=events_per_step.device)) // spacing + 1,
                         max=taps)
     return int((events_per_step.to(torch.int64) * reach).sum())
+
+
+def synapse_fan_out(events: torch.Tensor, delay: torch.Tensor) -> int:
+    """Sum over input steps ``s`` and inputs ``i`` of ``events[s, i] * #{j : s + delay[j, i]
+    < T}``: the (event, synapse) pairs of a one-delay-per-synapse projection (``delay [O, I]``
+    in steps, :meth:`LearntDelays.delays`) that reach an output step inside the sequence."""
+    t, n_in = events.shape
+    if tuple(delay.shape[1:]) != (n_in,):
+        raise ValueError(f"delay {tuple(delay.shape)} does not match events {tuple(events.shape)}"
+                         f" ([O, {n_in}] expected)")
+    d = delay.detach().long().cpu()
+    dmax = int(d.max()) if d.numel() else 0
+    per = torch.zeros(n_in, dmax + 1, dtype=torch.int64)           # [I, delay]: synapses
+    per.scatter_add_(1, d.t(), torch.ones_like(d.t()))
+    within = per.cumsum(1)                    # [I, m]: synapses of input i with delay <= m
+    last = torch.clamp(t - 1 - torch.arange(t), max=dmax)         # longest delay from step s
+    return int((events.detach().long().cpu().t() * within[:, last]).sum())
 
 
 class DelayedLinear(nn.Module):

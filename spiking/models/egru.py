@@ -90,7 +90,7 @@ class EGRULayer(nn.Module):
                  surrogate: str = "triangle", surrogate_alpha: float = K.TRIANGLE_ALPHA,
                  dampening: float = K.DAMPENING, learn_threshold: bool = True,
                  input_norm: str = "none", delay_taps: int = 1, delay_spacing: int = 1,
-                 backend: str = "auto"):
+                 delay_learn: bool = False, backend: str = "auto"):
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, "
@@ -99,10 +99,12 @@ class EGRULayer(nn.Module):
             raise ValueError(f"input_norm must be 'none' or 'batchnorm', got {input_norm!r}")
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         # Synaptic delays (delay_taps > 1): a causal dilated convolution over time
-        # (spiking.models.delays).
+        # (spiking.models.delays); delay_learn: one weight and one learnt delay per synapse on
+        # that grid instead (delays.LearntDelays, Hammouamri et al. 2023).
         self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
+        self.delay_learn = bool(delay_learn)
         self.linear = delays.projection(input_size, 3 * hidden_size, self.delay_taps,
-                                        self.delay_spacing)
+                                        self.delay_spacing, learn=self.delay_learn)
         # Optional batch normalisation of the drive W x + b over (time, batch), per gate unit
         # (as the RSNN's ``input_norm``): sparse spike inputs then start at unit scale.
         self.norm = nn.BatchNorm1d(3 * hidden_size) if input_norm == "batchnorm" else None
@@ -136,7 +138,8 @@ class EGRU(nn.Module):
                  dropout: float = 0.1, activity_reg: float = 0.0, surrogate: str = "triangle",
                  surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
                  input_pool: int = 1, input_norm: str = "none", readout_reduce: str = "mean",
-                 delay_taps: int = 1, delay_spacing: int = 1, backend: str = "auto"):
+                 delay_taps: int = 1, delay_spacing: int = 1, delay_learn: bool = False,
+                 backend: str = "auto"):
         super().__init__()
         if readout_reduce not in REDUCTIONS:
             raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
@@ -156,7 +159,7 @@ class EGRU(nn.Module):
             EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
                       surrogate_alpha=surrogate_alpha, dampening=dampening,
                       input_norm=input_norm, delay_taps=delay_taps,
-                      delay_spacing=delay_spacing, backend=backend)
+                      delay_spacing=delay_spacing, delay_learn=delay_learn, backend=backend)
             for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden[-1], n_classes)
@@ -191,15 +194,19 @@ class EGRU(nn.Module):
         layer's input events are counted too (``input_acs_event`` when ``x`` is binary,
         ``input_macs_event`` otherwise). With synaptic delays (``delay_taps`` K) a dense input
         step reads K input vectors, and an event reaches the layer once per delay that falls
-        inside the sequence. ``readout_macs_dense``: the linear readout (once per
-        sample for the ``"mean"`` and ``"last"`` reductions, once per step for ``"max"``)."""
+        inside the sequence. Learnt delays (``delay_learn``) once hard have one weight per
+        synapse: a dense step reads one input vector, and an event reaches each synapse once, at
+        its own delay, if inside the sequence (while soft, during the first half of training,
+        they count as the K dense taps they compute). ``readout_macs_dense``: the linear
+        readout (once per sample for the ``"mean"`` and ``"last"`` reductions, once per step
+        for ``"max"``)."""
         if activity is None and output is not None:
             activity = output[1]
         total: dict[str, int] = {}
-        prev_steps, binary = None, False          # input events per step of the current layer
+        prev, binary = None, False          # input events [T, units] of the current layer
         if x is not None:
             h = self._inputs(x)
-            prev_steps = (h != 0).flatten(1).sum(1)
+            prev = (h != 0).sum(1).flatten(1)
             binary = bool(((h == 0) | (h == 1)).all())
         spikes = 0
         for k, layer in enumerate(self.layers):
@@ -207,15 +214,19 @@ class EGRU(nn.Module):
             if activity is not None:
                 ev = int(activity[f"egru{k}"][:-1].sum())
                 spikes += int(activity[f"egru{k}"].sum())
-            n_in = None if prev_steps is None else int(prev_steps.sum())
-            if layer.delay_taps > 1 and prev_steps is not None:   # each event at every delay
-                n_in = delays.fan_out_steps(prev_steps, layer.delay_taps, layer.delay_spacing)
-            c = K.op_counts((t, b, layer.hidden_size), layer.input_size * layer.delay_taps,
+            hard = isinstance(layer.linear, delays.LearntDelays) and layer.linear.hard
+            n_in = None if prev is None else int(prev.sum())
+            if layer.delay_taps > 1 and prev is not None and not hard:  # at every delay
+                n_in = delays.fan_out_steps(prev.sum(1), layer.delay_taps, layer.delay_spacing)
+            c = K.op_counts((t, b, layer.hidden_size),
+                            layer.input_size * (1 if hard else layer.delay_taps),
                             events=ev, input_events=n_in)
             c.pop("events", None)
+            if hard and prev is not None:           # each synapse at its own delay
+                c["input_macs_event"] = delays.synapse_fan_out(prev, layer.linear.delays())
             if k == 0 and binary and "input_macs_event" in c:
                 c["input_acs_event"] = c.pop("input_macs_event")
-            prev_steps = None if activity is None else activity[f"egru{k}"].flatten(1).sum(1)
+            prev = None if activity is None else activity[f"egru{k}"].sum(1).flatten(1)
             for key, v in c.items():
                 total[key] = total.get(key, 0) + v
         if activity is not None:

@@ -197,3 +197,52 @@ def test_delay_taps_drive_and_op_counts():
     assert c["input_macs_event"] == 3 * h1 * in1
     with pytest.raises(ValueError, match="delay_taps and delay_spacing must be integers"):
         EGRU(5, 3, delay_spacing=0)
+
+
+def test_learnt_delays_drive_and_op_counts():
+    # delay_learn: soft (Gaussian over the taps) counts as the K dense taps; hard, each synapse
+    # j <- i adds w[j, i] x[s - D[j, i], i] and an event reaches each synapse once, at its delay
+    from spiking.models.delays import LearntDelays, synapse_fan_out
+
+    torch.manual_seed(1)
+    taps, d, t, b = 4, 2, 9, 2
+    m = EGRU(5, 3, hidden=[4, 6], threshold_init=0.05, dropout=0.0, delay_taps=taps,
+             delay_spacing=d, delay_learn=True).double()
+    lin = m.layers[0].linear
+    assert isinstance(lin, LearntDelays) and not lin.hard
+    x = (torch.rand(t, b, 5) < 0.4).double()
+    h0, h1 = 4, 6
+    _, act = m(x)
+    assert m.op_counts(t, b, act, x=x)["input_macs_dense"] == t * b * 3 * (h0 * 5 + h1 * h0) * taps
+    for layer in m.layers:
+        layer.linear.set_progress(5, 10)                     # from half the epochs: hard
+    assert lin.hard
+    D, w = lin.delays(), lin.syn_weight.detach()
+    assert 0 < int(D.max()) <= (taps - 1) * d and D.min() >= 0
+    ref = lin.bias.detach().expand(t, b, 12).clone()
+    for s in range(t):
+        for j in range(12):
+            for i in range(5):
+                if s - int(D[j, i]) >= 0:
+                    ref[s, :, j] += w[j, i] * x[s - int(D[j, i]), :, i]
+    seen = {}
+    hook = K.run
+    try:
+        K.run = lambda wx, *a, **kw: (seen.setdefault("wx", wx), hook(wx, *a, **kw))[1]
+        _, act = m(x)
+    finally:
+        K.run = hook
+    torch.testing.assert_close(seen["wx"], ref, rtol=0, atol=1e-12)
+
+    def pairs(ev, delay):          # (event, synapse) pairs whose output step is inside [0, T)
+        return sum(int(ev[s, i]) for s in range(t) for i in range(ev.shape[1])
+                   for j in range(delay.shape[0]) if s + int(delay[j, i]) < t)
+
+    c = m.op_counts(t, b, act, x=x)
+    assert c["input_macs_dense"] == t * b * 3 * (h0 * 5 + h1 * h0)
+    in0 = pairs((x != 0).sum(1), D)
+    in1 = pairs(act["egru0"].sum(1), m.layers[1].linear.delays())
+    assert in0 > 0 and in1 > 0 and in0 < 12 * int((x != 0).sum())   # some fall past the end
+    assert c["input_acs_event"] == in0 and c["input_macs_event"] == in1
+    with pytest.raises(ValueError, match=r"delay \(12, 5\) does not match events \(9, 4\)"):
+        synapse_fan_out(torch.ones(9, 4), D)
