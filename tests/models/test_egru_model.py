@@ -162,6 +162,18 @@ def test_input_pool_sums_neighbouring_audio_channels():
             EGRU(shape, 3, input_pool=bad_pool)
 
 
+def _drive(m, x):
+    """The first layer's drive W x + b as the kernel receives it, and the activity."""
+    seen = {}
+    hook = K.run
+    try:
+        K.run = lambda wx, *a, **kw: (seen.setdefault("wx", wx), hook(wx, *a, **kw))[1]
+        _, act = m(x)
+    finally:
+        K.run = hook
+    return seen["wx"], act
+
+
 def test_delay_taps_drive_and_op_counts():
     torch.manual_seed(0)
     taps, d, t, b = 3, 2, 7, 2
@@ -175,14 +187,8 @@ def test_delay_taps_drive_and_op_counts():
         for k in range(taps):
             if s - (taps - 1 - k) * d >= 0:
                 ref[s] += x[s - (taps - 1 - k) * d] @ conv.weight[:, :, k].T
-    seen = {}
-    hook = K.run
-    try:
-        K.run = lambda wx, *a, **kw: (seen.setdefault("wx", wx), hook(wx, *a, **kw))[1]
-        _, act = m(x)
-    finally:
-        K.run = hook
-    torch.testing.assert_close(seen["wx"], ref, rtol=0, atol=1e-12)
+    wx, act = _drive(m, x)
+    torch.testing.assert_close(wx, ref, rtol=0, atol=1e-12)
 
     def pairs(ev_per_step):        # (event, delay) pairs whose output step is inside [0, T)
         return sum(int(ev_per_step[s]) for s in range(t) for k in range(taps) if s + k * d < t)
@@ -225,14 +231,8 @@ def test_learnt_delays_drive_and_op_counts():
             for i in range(5):
                 if s - int(D[j, i]) >= 0:
                     ref[s, :, j] += w[j, i] * x[s - int(D[j, i]), :, i]
-    seen = {}
-    hook = K.run
-    try:
-        K.run = lambda wx, *a, **kw: (seen.setdefault("wx", wx), hook(wx, *a, **kw))[1]
-        _, act = m(x)
-    finally:
-        K.run = hook
-    torch.testing.assert_close(seen["wx"], ref, rtol=0, atol=1e-12)
+    wx, act = _drive(m, x)
+    torch.testing.assert_close(wx, ref, rtol=0, atol=1e-12)
 
     def pairs(ev, delay):          # (event, synapse) pairs whose output step is inside [0, T)
         return sum(int(ev[s, i]) for s in range(t) for i in range(ev.shape[1])
