@@ -29,17 +29,20 @@ def check(taps, spacing) -> tuple[int, int]:
     return int(taps), int(spacing)
 
 
-def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = False
-               ) -> nn.Module:
+def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = False,
+               pos_lr_scale: float | None = None) -> nn.Module:
     """``nn.Linear`` for one tap, else ``nn.Conv1d`` with ``taps`` taps ``spacing`` apart
-    (:class:`LearntDelays`, one learnt delay per synapse on that grid, with ``learn``)."""
+    (:class:`LearntDelays`, one learnt delay per synapse on that grid, with ``learn``; its
+    positions train at ``pos_lr_scale`` x the lr, default :data:`POS_LR_SCALE`)."""
     if taps == 1:
         if learn:
             raise ValueError("learnt delays need delay_taps > 1 (the grid of delays to learn "
                              "on), got delay_taps 1")
         return nn.Linear(n_in, n_out)
     if learn:
-        return LearntDelays(n_in, n_out, taps, spacing)
+        return LearntDelays(n_in, n_out, taps, spacing, pos_lr_scale)
+    if pos_lr_scale is not None:
+        raise ValueError("a delay position learning rate needs learnt delays (delay_learn)")
     return nn.Conv1d(n_in, n_out, taps, dilation=spacing)
 
 
@@ -76,11 +79,18 @@ class LearntDelays(nn.Module):
 
     stride, padding, groups = (1,), (0,), 1
 
-    def __init__(self, n_in: int, n_out: int, taps: int, spacing: int):
+    def __init__(self, n_in: int, n_out: int, taps: int, spacing: int,
+                 pos_lr_scale: float | None = None):
         super().__init__()
         taps, spacing = check(taps, spacing)
         if taps < 2:
             raise ValueError(f"LearntDelays needs taps >= 2, got {taps}")
+        scale = POS_LR_SCALE if pos_lr_scale is None else pos_lr_scale
+        if isinstance(scale, bool) or not (isinstance(scale, (int, float))
+                                           and 0 < scale < float("inf")):
+            raise ValueError(f"the delay positions' lr scale must be a number > 0, got "
+                             f"{pos_lr_scale!r}")
+        self.pos_lr_scale = float(scale)  # the training loop's lr for delay_pos: this x lr
         self.in_channels, self.out_channels = int(n_in), int(n_out)
         self.kernel_size, self.dilation = (taps,), (spacing,)
         self.sigma_start = max(taps // 3, 0.5)

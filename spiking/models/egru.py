@@ -90,7 +90,8 @@ class EGRULayer(nn.Module):
                  surrogate: str = "triangle", surrogate_alpha: float = K.TRIANGLE_ALPHA,
                  dampening: float = K.DAMPENING, learn_threshold: bool = True,
                  input_norm: str = "none", delay_taps: int = 1, delay_spacing: int = 1,
-                 delay_learn: bool = False, backend: str = "auto"):
+                 delay_learn: bool = False, delay_pos_lr_scale: float | None = None,
+                 backend: str = "auto"):
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, "
@@ -100,11 +101,13 @@ class EGRULayer(nn.Module):
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         # Synaptic delays (delay_taps > 1): a causal dilated convolution over time
         # (spiking.models.delays); delay_learn: one weight and one learnt delay per synapse on
-        # that grid instead (delays.LearntDelays, Hammouamri et al. 2023).
+        # that grid instead (delays.LearntDelays, Hammouamri et al. 2023), the positions
+        # trained at delay_pos_lr_scale x the lr (default delays.POS_LR_SCALE, 150).
         self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
         self.delay_learn = bool(delay_learn)
         self.linear = delays.projection(input_size, 3 * hidden_size, self.delay_taps,
-                                        self.delay_spacing, learn=self.delay_learn)
+                                        self.delay_spacing, learn=self.delay_learn,
+                                        pos_lr_scale=delay_pos_lr_scale)
         # Optional batch normalisation of the drive W x + b over (time, batch), per gate unit
         # (as the RSNN's ``input_norm``): sparse spike inputs then start at unit scale.
         self.norm = nn.BatchNorm1d(3 * hidden_size) if input_norm == "batchnorm" else None
@@ -139,7 +142,7 @@ class EGRU(nn.Module):
                  surrogate_alpha: float = K.TRIANGLE_ALPHA, dampening: float = K.DAMPENING,
                  input_pool: int = 1, input_norm: str = "none", readout_reduce: str = "mean",
                  delay_taps: int = 1, delay_spacing: int = 1, delay_learn: bool = False,
-                 backend: str = "auto"):
+                 delay_pos_lr_scale: float | None = None, backend: str = "auto"):
         super().__init__()
         if readout_reduce not in REDUCTIONS:
             raise ValueError(f"readout_reduce must be one of {REDUCTIONS}, got "
@@ -159,7 +162,8 @@ class EGRU(nn.Module):
             EGRULayer(a, b, threshold_init=threshold_init, surrogate=surrogate,
                       surrogate_alpha=surrogate_alpha, dampening=dampening,
                       input_norm=input_norm, delay_taps=delay_taps,
-                      delay_spacing=delay_spacing, delay_learn=delay_learn, backend=backend)
+                      delay_spacing=delay_spacing, delay_learn=delay_learn,
+                      delay_pos_lr_scale=delay_pos_lr_scale, backend=backend)
             for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden[-1], n_classes)

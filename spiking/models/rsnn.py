@@ -130,13 +130,15 @@ class RSNN(nn.Module):
                  readout_tau: float | None = None, surrogate: str = "atan",
                  input_pool: int = 1, input_norm: str = "none", rate_reg: float = 0.0,
                  rate_max: float = 0.2, delay_taps: int = 1, delay_spacing: int = 1,
-                 delay_learn: bool = False, backend: str = "auto"):
+                 delay_learn: bool = False, delay_pos_lr_scale: float | None = None,
+                 backend: str = "auto"):
         super().__init__()
         hidden = [int(h) for h in hidden]
         # Synaptic delays (delay_taps K > 1): each feed-forward synapse i -> j weighs its input
         # at delays 0, d, ..., (K-1) d steps (d = delay_spacing), a causal dilated convolution
         # over time (spiking.models.delays). delay_learn: one weight and one learnt delay per
-        # synapse on that grid instead (delays.LearntDelays, Hammouamri et al. 2023).
+        # synapse on that grid instead (delays.LearntDelays, Hammouamri et al. 2023), the
+        # positions trained at delay_pos_lr_scale x the lr (default delays.POS_LR_SCALE, 150).
         self.delay_taps, self.delay_spacing = delays.check(delay_taps, delay_spacing)
         self.delay_learn = bool(delay_learn)
         if not (rate_reg >= 0 and 0 <= rate_max < 1):
@@ -167,7 +169,8 @@ class RSNN(nn.Module):
         n_in = self.input_size // self.input_pool
         for h in hidden:
             self.inputs.append(delays.projection(n_in, h, self.delay_taps, self.delay_spacing,
-                                                 learn=self.delay_learn))
+                                                 learn=self.delay_learn,
+                                                 pos_lr_scale=delay_pos_lr_scale))
             if input_norm == "batchnorm":
                 self.norms.append(nn.BatchNorm1d(h))
             neuron = ALIF(tau_mem=tau_mem, tau_adapt=tau_adapt, adapt_jump=adapt_jump,

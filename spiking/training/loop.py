@@ -83,18 +83,24 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: every parameter decays by ``weight_decay`` except learnable time constants
     (``log_tau_*``), for which decay would pull every tau towards exp(0) = 1 s, a prior with no
     meaning, and learnt delay positions (``delay_pos``), which decay would pull to delay 0 and
-    which train at ``lr_scale`` = :data:`spiking.models.delays.POS_LR_SCALE` x the lr (the
-    scheduler scales each group's lr alike)."""
+    which train at ``lr_scale`` = their module's ``pos_lr_scale`` (default
+    :data:`spiking.models.delays.POS_LR_SCALE`) x the lr, one group per scale (the scheduler
+    scales each group's lr alike)."""
     taus = {LOG + t for t in TIME_CONSTANTS}
-    decay, keep, pos = [], [], []
+    pos_scale = {id(m.delay_pos): m.pos_lr_scale for m in model.modules()
+                 if isinstance(m, delays.LearntDelays)}
+    decay, keep, pos = [], [], {}
     for name, p in model.named_parameters():
         last = name.rpartition(".")[2]
-        (keep if last in taus else pos if last == "delay_pos" else decay).append(p)
+        if last == "delay_pos":
+            pos.setdefault(pos_scale.get(id(p), delays.POS_LR_SCALE), []).append(p)
+        else:
+            (keep if last in taus else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if keep:
         groups.append({"params": keep, "weight_decay": 0.0})
-    if pos:     # learnt synaptic delays (models.delays.LearntDelays): no decay, faster lr
-        groups.append({"params": pos, "weight_decay": 0.0, "lr_scale": delays.POS_LR_SCALE})
+    for scale, ps in pos.items():  # learnt synaptic delays: no decay, faster lr
+        groups.append({"params": ps, "weight_decay": 0.0, "lr_scale": scale})
     return groups
 
 

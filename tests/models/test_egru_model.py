@@ -246,3 +246,5 @@ def test_learnt_delays_drive_and_op_counts():
     assert c["input_acs_event"] == in0 and c["input_macs_event"] == in1
     with pytest.raises(ValueError, match=r"delay \(12, 5\) does not match events \(9, 4\)"):
         synapse_fan_out(torch.ones(9, 4), D)
+    slow = EGRU(5, 3, hidden=[4, 6], delay_taps=3, delay_learn=True, delay_pos_lr_scale=20)
+    assert [layer.linear.pos_lr_scale for layer in slow.layers] == [20.0, 20.0]

@@ -390,3 +390,16 @@ def test_learnt_delays_loaded_hard_checkpoint_runs_hard():
     assert ((fresh.weight != 0).sum(-1) <= 1).all()
     fresh.load_state_dict(LearntDelays(3, 2, 5, 1).state_dict())
     assert ((fresh.weight != 0).sum(-1) == 5).all() and "sigma=1" in repr(fresh)
+
+
+def test_learnt_delay_position_lr_scale_is_checked_and_needs_learnt_delays():
+    from spiking.models.delays import POS_LR_SCALE, LearntDelays, projection
+
+    assert LearntDelays(2, 2, 3, 1).pos_lr_scale == POS_LR_SCALE
+    net = RSNN(4, 2, hidden=(3,), delay_taps=3, delay_learn=True, delay_pos_lr_scale=20)
+    assert net.inputs[0].pos_lr_scale == 20.0
+    for bad in (0, -1, float("inf"), float("nan"), "fast", True):
+        with pytest.raises(ValueError, match="lr scale must be a number > 0"):
+            LearntDelays(2, 2, 3, 1, pos_lr_scale=bad)
+    with pytest.raises(ValueError, match="needs learnt delays"):
+        projection(2, 2, 3, 1, pos_lr_scale=20)

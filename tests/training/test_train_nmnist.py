@@ -99,6 +99,7 @@ def test_learnt_delay_positions_get_their_schedule_lr_and_no_decay(tmp_path, nmn
     def build(cfg, data):
         m = orig(cfg, data)
         m.extra_delays = Logged(2, 2, 4, 1)          # a passenger: not in the forward pass
+        m.slow_delays = LearntDelays(2, 2, 4, 1, pos_lr_scale=20)   # its own position lr
         return m
     monkeypatch.setattr(loop, "build_model", build)
     assert main(["train", *tiny_args(nmnist_root, tmp_path, "ld", schedule=schedule,
@@ -108,7 +109,10 @@ def test_learnt_delay_positions_get_their_schedule_lr_and_no_decay(tmp_path, nmn
     assert float(state["model"]["extra_delays.sigma"]) == 0.0      # hard at epoch 2 of 3
     groups = state["optimizer"]["param_groups"]
     pos = [g for g in groups if g.get("lr_scale")]
-    assert len(pos) == 1 and pos[0]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 0.1
-    for key in ("initial_lr", "lr"):          # the schedule scales both groups alike
-        assert pos[0][key] == pytest.approx(POS_LR_SCALE * groups[0][key], rel=1e-9, abs=1e-15)
+    assert [g["lr_scale"] for g in pos] == [POS_LR_SCALE, 20]
+    assert [len(g["params"]) for g in pos] == [1, 1]
+    assert all(g["weight_decay"] == 0.0 for g in pos) and groups[0]["weight_decay"] == 0.1
+    for key in ("initial_lr", "lr"):          # the schedule scales every group alike
+        for g in pos:
+            assert g[key] == pytest.approx(g["lr_scale"] * groups[0][key], rel=1e-9, abs=1e-15)
     assert groups[0]["initial_lr"] > 0
