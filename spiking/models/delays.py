@@ -56,7 +56,10 @@ def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = Fal
 # trains the network that is deployed; they clamp the positions in place before every batch,
 # this clamps in the forward pass with the gradient passed straight through; their positions
 # follow their own cosine schedule, these the weights' schedule (x 150); the readout
-# projection has no delays here.
+# projection has no delays here. Their 0.15 taps per Adam step is 0.75 % of their 20-step delay
+# range; a grid of K taps at a weights' lr L matches that rate with a scale of about 0.0075 (K -
+# 1) / L (the RSNN's K 19 at 1e-3: 135; the EGRU's K 9 at 3e-3: 20, which spread its positions
+# where 150 piled them at the grid's ends; benchmarks/RESULTS.md, "Learnt delays in the EGRU").
 POS_LR_SCALE = 150.0
 SIGMA_END = 0.23
 HARD_FROM = 0.5
