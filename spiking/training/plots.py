@@ -112,7 +112,7 @@ def learnt_delays(model, path, *, dt: float | None) -> Path | None:
         ax.hist(lag * scale, bins=edges, color="tab:blue", alpha=0.7, label="synapses")
         ax.hist(lag * scale, bins=edges, weights=w * lag.size / max(w.sum(), 1e-300),
                 histtype="step", ls="--", color="k", label="|weight|-weighted")
-        hard = "hard" if float(m.sigma) == 0 else f"sigma {float(m.sigma):.2f} taps"
+        hard = "hard" if m.hard else f"sigma {float(m.sigma):.2f} taps"
         ax.set_title(f"{name}: mean {lag.mean() * scale:.0f} {unit} ({hard})", fontsize="small")
         ax.set_xlabel(f"delay ({unit})")
         ax.set_ylabel("synapses")
