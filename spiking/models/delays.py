@@ -42,7 +42,8 @@ def projection(n_in: int, n_out: int, taps: int, spacing: int, learn: bool = Fal
     if learn:
         return LearntDelays(n_in, n_out, taps, spacing, pos_lr_scale)
     if pos_lr_scale is not None:
-        raise ValueError("a delay position learning rate needs learnt delays (delay_learn)")
+        raise ValueError(f"a delay position lr scale ({pos_lr_scale!r}) needs learnt delays "
+                         f"(delay_learn=True); these taps are dense")
     return nn.Conv1d(n_in, n_out, taps, dilation=spacing)
 
 
