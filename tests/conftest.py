@@ -46,3 +46,31 @@ def one_thread_counts():
                              check=True, env={**env, "OMP_NUM_THREADS": "1"})
         return out.stdout.split()
     return run
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.cuda), "emulated",
+                        "emulated-reverse"])
+def cuda_device(request, monkeypatch):
+    """Device string for tests of the CUDA kernels: on a real GPU through CuPy ("cuda";
+    skipped without one) and under the CPU emulator of tests/cuda_emu.py ("cpu": the same
+    wrappers and .cu sources, compiled by g++; skipped without g++), once with the threads of
+    a block run in index order and once in reverse, so that a missing barrier between threads
+    shows as a difference. An emulated test that launched no kernel fails: it would have
+    compared the reference with itself."""
+    import cuda_emu
+
+    if request.param == "gpu":
+        reason = cuda_emu.real_cuda_reason()
+        if reason:
+            pytest.skip(reason)
+        yield "cuda"
+        return
+    reason = cuda_emu.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cuda_emu.install(monkeypatch)
+    monkeypatch.setattr(cuda_emu, "order", "reverse" if request.param.endswith("reverse")
+                        else "forward")
+    before = len(cuda_emu.LAUNCHES)
+    yield "cpu"
+    assert len(cuda_emu.LAUNCHES) > before, "no kernel was launched under the CUDA emulator"

@@ -8,6 +8,16 @@ import torch
 
 DISCRETIZATIONS = ("exp", "euler")
 
+# The device type whose tensors the CUDA wrappers (cuda_*.py) accept. Only the CPU emulator of
+# the tests (tests/kernels/cuda_emu.py), which runs the .cu kernels compiled by g++ on CPU
+# tensors, sets it to "cpu".
+CUDA_DEVICE_TYPE = "cuda"
+
+
+def on_cuda(t: torch.Tensor) -> bool:
+    """Whether the CUDA kernels can take `t` (a CUDA tensor; a CPU one under the emulator)."""
+    return t.device.type == CUDA_DEVICE_TYPE
+
 
 def as_param(value, name: str, *, dtype=None) -> torch.Tensor:
     """A float or tensor as a tensor; raises ValueError naming `name` if it holds a NaN."""

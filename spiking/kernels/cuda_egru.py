@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spiking.kernels import common
 from spiking.kernels.egru import EGRUState, surrogate_consts
 
 SOURCE = Path(__file__).resolve().parent / "cuda" / "egru.cu"
@@ -100,7 +101,7 @@ class _EGRUFunction(torch.autograd.Function):
 
 def run(wx, state, p, record=False):
     """Fused CUDA run; same signature and returns as :func:`spiking.kernels.egru.reference`."""
-    if wx.device.type != "cuda":
+    if not common.on_cuda(wx):
         raise ValueError(f"cuda EGRU needs CUDA tensors, got {wx.device}")
     if wx.shape[0] == 0 or wx.shape[1] == 0:
         from spiking.kernels.egru import reference

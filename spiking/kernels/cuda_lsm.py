@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spiking.kernels import common
 from spiking.kernels.lsm import LSMState
 
 SOURCE = Path(__file__).resolve().parent / "cuda" / "lsm.cu"
@@ -32,7 +33,7 @@ def run(x, state, p, record=False):
     """Fused CUDA run; same signature and returns as :func:`spiking.kernels.lsm.reference`."""
     import cupy
 
-    if x.device.type != "cuda":
+    if not common.on_cuda(x):
         raise ValueError(f"cuda LSM needs CUDA tensors, got {x.device}")
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"cuda LSM runs float32/float64, got {x.dtype}")

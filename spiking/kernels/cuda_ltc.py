@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spiking.kernels import common, nvrtc
 from spiking.kernels import ltc as K
-from spiking.kernels import nvrtc
 from spiking.kernels.dispatch import BackendUnavailable
 
 CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused kernel launch
@@ -86,7 +86,7 @@ def _launch(name: str, dtype: torch.dtype, device: torch.device, blocks: int, nt
     """Launch ``<name>_<f32|f64>`` from ltc.cu on torch's current stream of ``device``."""
     import cupy
 
-    if device.type != "cuda":
+    if device.type != common.CUDA_DEVICE_TYPE:
         raise BackendUnavailable(f"ltc: the cuda kernels need CUDA tensors, got {device}")
     if SOURCE not in _MODULES:  # CuPy compiles and loads a RawModule once per device
         code = (nvrtc.CUDA_DIR / SOURCE).read_text()
@@ -232,7 +232,7 @@ def run(x: Tensor, state: K.LTCState, p: K.LTCParams, record: bool = False,
     """Same contract as :func:`spiking.kernels.ltc.reference`, fused over time on the GPU."""
     if x.dim() != 3:
         raise ValueError(f"ltc: input must be [T, B, N_in], got shape {tuple(x.shape)}")
-    if x.device.type != "cuda":
+    if not common.on_cuda(x):
         raise BackendUnavailable(f"ltc: backend 'cuda' needs CUDA tensors, got {x.device}")
     if not x.is_floating_point():
         raise ValueError(f"ltc: input must be a floating tensor, got dtype {x.dtype}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spiking.kernels import nvrtc
+from spiking.kernels import common, nvrtc
 from spiking.kernels import wkv as K
 
 SOURCE = Path(__file__).resolve().parent / "cuda" / "wkv.cu"
@@ -78,7 +78,7 @@ class _Impl:
 
 def run(w, u, k, v, state: K.WKVState):
     """Fused CUDA WKV; same signature and results as :func:`spiking.kernels.wkv.reference`."""
-    if k.device.type != "cuda":
+    if not common.on_cuda(k):
         raise ValueError(f"cuda WKV needs CUDA tensors, got {k.device}")
     dt = k.dtype
     w, u = w.to(dt), u.to(dt)

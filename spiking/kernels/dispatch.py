@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch
 
+from spiking.kernels import common
+
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 log = logging.getLogger("spiking.backend")
 
@@ -81,7 +83,7 @@ def _why_not(kernel: str, backend: str, x: torch.Tensor,
              unsupported: Callable[[str], str | None] | None) -> str | None:
     if (kernel, backend) not in _FUSED:
         return f"kernel {kernel!r} has no fused {backend!r} implementation"
-    want = "cpu" if backend == "cpu" else "cuda"
+    want = "cpu" if backend == "cpu" else common.CUDA_DEVICE_TYPE
     if x.device.type != want:
         return f"backend {backend!r} needs {want} tensors, got a tensor on {x.device}"
     reason = _runtime_reason(backend)

@@ -37,6 +37,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from spiking.kernels import common
 from spiking.kernels.dispatch import BackendUnavailable, with_torch_threads
 
 LIF_PARAMS = ("alpha_mem", "threshold", "alpha_syn", "alpha_adapt", "adapt_jump", "gain",
@@ -266,7 +267,7 @@ li_fwd.register_autograd(_li_backward, setup_context=_li_setup)
 def _prepare(x: Tensor, state, backend: str):
     if x.dim() < 2:
         raise ValueError(f"input must be time-first [T, B, ...], got shape {tuple(x.shape)}")
-    want = "cuda" if backend == "cuda" else "cpu"
+    want = common.CUDA_DEVICE_TYPE if backend == "cuda" else "cpu"
     if x.device.type != want:
         raise BackendUnavailable(f"backend {backend!r} needs {want} tensors, got {x.device}")
     if not x.is_floating_point():

@@ -12,9 +12,13 @@ struct bf16_t { unsigned short bits; };
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ double load(const double* p) { return *p; }
 __device__ __forceinline__ float load(const f16_t* p) {
+#ifdef SPIKING_CUDA_EMULATION  // the CPU emulator of the tests (tests/kernels/cuda_emu.h)
+    return emu_f16_to_f32(p->bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p->bits));
     return f;
+#endif
 }
 __device__ __forceinline__ float load(const bf16_t* p) {
     return __uint_as_float(((unsigned int)p->bits) << 16);
@@ -23,9 +27,13 @@ __device__ __forceinline__ float load(const bf16_t* p) {
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }
 __device__ __forceinline__ void store(f16_t* p, float v) {
+#ifdef SPIKING_CUDA_EMULATION
+    p->bits = emu_f32_to_f16(v);
+#else
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
     p->bits = h;
+#endif
 }
 __device__ __forceinline__ void store(bf16_t* p, float v) {
     unsigned int u = __float_as_uint(v);

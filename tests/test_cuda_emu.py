@@ -1,0 +1,184 @@
+"""The CPU emulator of the CUDA kernels (tests/cuda_emu.py) finds what it claims to find.
+
+The emulator stands in for a GPU in CI, so its own checks must be able to fail: argument
+signatures, launch limits, barrier divergence, deadlocks, warp collectives with missing lanes,
+shared memory read before written, and races (by the two thread orders). The float16/bfloat16
+conversions of spiking/kernels/cuda/dtypes.cuh are checked against torch's.
+"""
+
+import cuda_emu as E
+import numpy as np
+import pytest
+import torch
+
+from spiking.kernels import nvrtc
+
+if E.unavailable():
+    pytest.skip(E.unavailable(), allow_module_level=True)
+
+SAXPY = r"""
+extern "C" __global__ void saxpy(const float* x, long long n, float a, float* y) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] = a * x[i] + y[i];
+}
+"""
+
+
+def module(code, options=()):
+    return E.RawModule(code=code, options=options)
+
+
+def arr(t):
+    return E.EmuArray(t)
+
+
+def test_kernel_runs_every_thread_of_every_block():
+    fn = module(SAXPY).get_function("saxpy")
+    assert fn.signature == ["p", "i8", "f4", "p"]
+    x, y = torch.arange(1000, dtype=torch.float32), torch.ones(1000)
+    fn((3,), (128,), (arr(x), np.int64(1000), np.float32(2.0), arr(y)))  # 384 threads, strided
+    assert torch.equal(y, 2 * torch.arange(1000, dtype=torch.float32) + 1)
+
+
+@pytest.mark.parametrize("args,match", [
+    (lambda x, y: (arr(x), np.int32(10), np.float32(2.0), arr(y)),
+     "argument 1: the kernel takes an integer of 8 bytes, got an integer of 4 bytes"),
+    (lambda x, y: (arr(x), np.int64(10), np.float64(2.0), arr(y)),
+     "argument 2: the kernel takes a float of 4 bytes, got a float of 8 bytes"),
+    (lambda x, y: (arr(x), np.int64(10), 2.0, arr(y)),  # a Python float is passed as a double
+     "argument 2: the kernel takes a float of 4 bytes, got a float of 8 bytes"),
+    (lambda x, y: (arr(x), np.int64(10), np.float32(2.0)), "takes 4 arguments, 3 given"),
+    (lambda x, y: (x, np.int64(10), np.float32(2.0), arr(y)), "not something CuPy passes"),
+    (lambda x, y: (arr(x), np.int64(10), np.float32(2.0), arr(y.view(5, 2).t())),
+     "argument 3: a non-contiguous array"),
+])
+def test_arguments_are_checked_against_the_signature(args, match):
+    fn = module(SAXPY).get_function("saxpy")
+    x, y = torch.zeros(10), torch.zeros(10)
+    with pytest.raises(E.EmulationError, match=match):
+        fn((1,), (32,), args(x, y))
+
+
+@pytest.mark.parametrize("grid,block,shared,match", [
+    ((1,), (2048,), 0, "exceeds CUDA's limits"), ((1,), (8, 8, 128), 0, "exceeds CUDA's limits"),
+    ((0,), (32,), 0, "empty launch"), ((1,), (32,), 64 * 1024, "dynamic shared memory"),
+])
+def test_launch_limits(grid, block, shared, match):
+    fn = module(SAXPY).get_function("saxpy")
+    x = torch.zeros(4)
+    with pytest.raises(E.EmulationError, match=match):
+        fn(grid, block, (arr(x), np.int64(4), np.float32(1), arr(x)), shared_mem=shared)
+
+
+def test_unknown_kernel_and_option():
+    with pytest.raises(E.EmulationError, match="no kernel 'nope'"):
+        module(SAXPY).get_function("nope")
+    with pytest.raises(E.EmulationError, match="--use_fast_math"):
+        module(SAXPY, ("--use_fast_math",))
+
+
+BARRIERS = r"""
+extern "C" __global__ void divergent(float* y) {
+    if (threadIdx.x < 16) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    y[threadIdx.x] = 1.f;
+}
+extern "C" __global__ void deadlock(float* y) {
+    float v = threadIdx.x;
+    if (threadIdx.x < 16) v = __shfl_down_sync(0xffffffffu, v, 1);
+    else __syncthreads();
+    y[threadIdx.x] = v;
+}
+extern "C" __global__ void lanes_missing(float* y) {
+    float v = threadIdx.x;
+    if (threadIdx.x < 16) v = __shfl_down_sync(0xffffffffu, v, 1);
+    y[threadIdx.x] = v;
+}
+extern "C" __global__ void warp_sum(float* y) {
+    float v = threadIdx.x + 100.f * blockIdx.x;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) atomicAdd(&y[0], v);
+}
+extern "C" __global__ void racy(float* y, int sync) {
+    extern __shared__ float buf[];
+    buf[threadIdx.x] = threadIdx.x;
+    if (sync) __syncthreads();
+    y[threadIdx.x] = buf[(threadIdx.x + 1) % blockDim.x];
+}
+extern "C" __global__ void unwritten(float* y) {
+    extern __shared__ float buf2[];
+    y[threadIdx.x] = buf2[threadIdx.x];
+}
+"""
+
+
+@pytest.mark.parametrize("name,block,match", [
+    ("divergent", 32, "barrier divergence"), ("deadlock", 32, "deadlock"),
+    ("lanes_missing", 32, "ended while other lanes of its warp wait"),
+    ("warp_sum", 48, r"__shfl_down_sync\(0xffffffff\) in a warp with 16 live lanes"),
+])
+def test_synchronisation_errors(name, block, match):
+    fn = module(BARRIERS).get_function(name)
+    with pytest.raises(E.EmulationError, match=match):
+        fn((1,), (block,), (arr(torch.zeros(64)),))
+
+
+def test_warp_shuffle_and_atomics():
+    fn = module(BARRIERS).get_function("warp_sum")
+    y = torch.zeros(1)
+    fn((3,), (64,), (arr(y),))  # 3 blocks x 2 warps: sum of every thread's value
+    assert y.item() == 3 * sum(range(64)) + 64 * 100 * (0 + 1 + 2)
+
+
+def test_thread_orders_expose_a_race(monkeypatch):
+    fn = module(BARRIERS).get_function("racy")
+
+    def run(sync):
+        out = {}
+        for order in ("forward", "reverse"):
+            monkeypatch.setattr(E, "order", order)
+            y = torch.zeros(64)
+            fn((1,), (64,), (arr(y), np.int32(sync)), shared_mem=64 * 4)
+            out[order] = y
+        return out
+    racy, synced = run(0), run(1)
+    expected = torch.roll(torch.arange(64, dtype=torch.float32), -1)
+    assert torch.equal(synced["forward"], expected) and torch.equal(synced["reverse"], expected)
+    assert not torch.equal(racy["forward"], racy["reverse"])  # the race shows
+
+
+def test_shared_memory_read_before_written_is_nan():
+    y = torch.zeros(32)
+    module(BARRIERS).get_function("unwritten")((1,), (32,), (arr(y),), shared_mem=32 * 4)
+    assert torch.isnan(y).all()
+
+
+HALF = r"""
+#include "dtypes.cuh"
+extern "C" __global__ void round_trip(const float* x, float* h, float* b, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    f16_t hv; bf16_t bv;
+    store(&hv, x[i]);
+    store(&bv, x[i]);
+    h[i] = load(&hv);
+    b[i] = load(&bv);
+}
+"""
+
+
+def test_half_conversions_of_dtypes_cuh_round_as_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(4000, generator=g) * 10.0 ** torch.randint(-9, 6, (4000,),
+                                                                           generator=g),
+                   torch.tensor([0.0, -0.0, 65504.0, 65520.0, 1e-8, 6e-8, 3e38, float("inf"),
+                                 -float("inf"), float("nan")])])
+    h, b = torch.empty_like(x), torch.empty_like(x)
+    fn = module(HALF, (f"--include-path={nvrtc.CUDA_DIR}",)).get_function("round_trip")
+    fn(((x.numel() + 127) // 128,), (128,), (arr(x), arr(h), arr(b), np.int32(x.numel())))
+    torch.testing.assert_close(h, x.half().float(), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(b, x.bfloat16().float(), rtol=0, atol=0, equal_nan=True)
