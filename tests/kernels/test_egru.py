@@ -68,7 +68,7 @@ def _run(backend, wx, w, thr, c0, y0, sur):
     p = K.EGRUParams(w, thr, sur)
     y, st, tr = K.run(wx, K.EGRUState(c0, y0), p, backend=backend, record=True)
     g = torch.Generator().manual_seed(7)
-    loss = ((y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum()
+    loss = ((y * torch.randn(y.shape, generator=g, dtype=y.dtype).to(y.device)).sum()
             + (st.c ** 2).sum() + 0.5 * st.y.sum() + 0.3 * tr.c.sum())
     grads = torch.autograd.grad(loss, [wx, w, thr, c0, y0])
     return [y, st.c, st.y, tr.c, *grads]
@@ -188,17 +188,23 @@ def test_op_counts_dense_vs_event():
     assert c["backward_recurrent_macs_event"] == 3 * 8 * 11
 
 
-@pytest.mark.skipif(not CUDA_OK, reason="no CUDA device / cupy")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shape", SHAPES + [(5, 3, 1100)])
-def test_cuda_fused_matches_reference(shape, dtype):
-    args = _case(*shape, 0.3, dtype, 1)
-    args = [a.detach().cuda().requires_grad_() for a in args]
+@pytest.mark.parametrize("shape,theta", [(s, 0.3) for s in SHAPES]
+                         + [((5, 3, 1100), 0.3), ((9, 4, 13), -0.2), ((9, 4, 13), 5.0)])
+def test_cuda_fused_matches_reference(shape, theta, dtype, cuda_device):
+    """On a GPU and under the CPU emulator of the .cu kernel (fixture cuda_device)."""
+    from spiking.kernels import cuda_egru
+
+    args = _case(*shape, theta, dtype, 1)
+    args = [a.detach().to(cuda_device).requires_grad_() for a in args]
     sur = K.EGRUParams.__new__.__defaults__[0]
+    before = dict(cuda_egru.CALLS)
     ref = _run("reference", *args, sur)
     out = _run("cuda", *args, sur)
+    assert cuda_egru.CALLS["fwd"] > before["fwd"] and cuda_egru.CALLS["bwd"] > before["bwd"]
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     for name, a, b in zip(NAMES, ref, out):
+        assert torch.isfinite(b).all(), name
         torch.testing.assert_close(b, a, rtol=tol, atol=tol, msg=f"{name} differs")
 
 

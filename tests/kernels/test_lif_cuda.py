@@ -1,25 +1,24 @@
-"""Fused CUDA (CuPy) LIF-family and LI kernels against the reference, on a GPU.
+"""Fused CUDA (CuPy) LIF-family and LI kernels against the reference.
 
-Skipped without CUDA or CuPy. float32/float64 forward results must be bitwise equal (the
-kernels are compiled with --fmad=false); float16/bfloat16 are computed in float32 exactly as
-the reference's float32 upcast, then rounded once.
+Each test runs twice (fixture ``cuda_device``, tests/conftest.py): on a GPU through CuPy
+(skipped without one) and under the CPU emulator of tests/cuda_emu.py, which compiles the same
+``.cu`` sources with g++ and runs them through the same wrappers on CPU tensors.
+float32/float64 forward results must be bitwise equal (the kernels are compiled with
+--fmad=false, the emulator with -ffp-contract=off); float16/bfloat16 are computed in float32
+exactly as the reference's float32 upcast, then rounded once.
 """
 
 import pytest
 import torch
+from cuda_emu import real_cuda_reason
 from fused_helpers import TOL, assert_close, run_and_grad
-
-from spiking.kernels import fused
-from spiking.kernels import li as KLI
-from spiking.kernels import lif as K
-
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device (torch.cuda.is_available() is False)", allow_module_level=True)
-pytest.importorskip("cupy", reason="cupy is not installed: pip install 'spiking[cuda]'")
 from test_li_fused import make_case as make_li
 from test_lif_fused import KINDS, make_case
 
 from spiking.kernels import cuda_lif as CU
+from spiking.kernels import fused
+from spiking.kernels import li as KLI
+from spiking.kernels import lif as K
 
 TOL.setdefault(torch.float16, 1e-2)
 TOL.setdefault(torch.bfloat16, 1e-2)
@@ -30,13 +29,13 @@ def nan_prefill(monkeypatch):
     monkeypatch.setattr(fused, "PREFILL", float("nan"))
 
 
-def to_cuda(x, state, p, dtype):
+def to_cuda(x, state, p, dtype, device="cuda"):
     def mv(t):
         if not isinstance(t, torch.Tensor):
             return t
         d = dtype if t is x or any(t is s for s in state) else (
             torch.float64 if dtype == torch.float64 else torch.float32)
-        return t.detach().to("cuda", d).requires_grad_()
+        return t.detach().to(device, d).requires_grad_()
     xs, ss = mv(x), type(state)(*[mv(s) for s in state])
     ps = type(p)(*[mv(v) for v in p])
     leaves = [xs, *[s for s in ss if s is not None], *[v for v in ps
@@ -67,32 +66,34 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("reset, delay", [("subtract", False), ("zero", False), ("none", False),
                                           ("subtract", True), ("zero", True)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_lif_cuda_matches_reference(kind, reset, delay, dtype):
+def test_lif_cuda_matches_reference(kind, reset, delay, dtype, cuda_device):
     case = make_case(kind, per_neuron=True, dtype=torch.float64, reset=reset, delay=delay,
                      shape=(40, 3, 333))
-    compare(K, *to_cuda(*case[:3], dtype), dtype)
+    compare(K, *to_cuda(*case[:3], dtype, cuda_device), dtype)
 
 
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid", "triangle",
                                        "straight_through"])
-def test_lif_cuda_surrogates(surrogate):
+def test_lif_cuda_surrogates(surrogate, cuda_device):
     case = make_case("alif_syn", per_neuron=False, dtype=torch.float64, surrogate=surrogate)
-    compare(K, *to_cuda(*case[:3], torch.float32), torch.float32)
+    compare(K, *to_cuda(*case[:3], torch.float32, cuda_device), torch.float32)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1000, 1, 3), (3, 2, 129)])
-def test_lif_cuda_awkward_sizes(shape):
+def test_lif_cuda_awkward_sizes(shape, cuda_device):
     case = make_case("cuba", per_neuron=True, dtype=torch.float64, shape=shape)
-    compare(K, *to_cuda(*case[:3], torch.float64), torch.float64)
+    compare(K, *to_cuda(*case[:3], torch.float64, cuda_device), torch.float64)
 
 
 @pytest.mark.parametrize("syn", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_li_cuda_matches_reference(syn, dtype):
+def test_li_cuda_matches_reference(syn, dtype, cuda_device):
     case = make_li(syn, True, torch.float64)
-    compare(KLI, *to_cuda(*case[:3], dtype), dtype)
+    compare(KLI, *to_cuda(*case[:3], dtype, cuda_device), dtype)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(real_cuda_reason() is not None, reason=str(real_cuda_reason()))
 def test_cuda_torch_compile():
     x, state, p, _ = to_cuda(*make_case("alif_syn", per_neuron=True, dtype=torch.float64,
                                         shape=(8, 2, 64))[:3], torch.float32)

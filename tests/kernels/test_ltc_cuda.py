@@ -1,21 +1,17 @@
 """Fused CUDA LTC (cuda/ltc.cu + spiking.kernels.cuda_ltc) against the reference loop.
 
-Without a GPU: ltc.cu compiles with NVRTC for sm_80 and sm_90; the kernels themselves run on the
-CPU through a thread emulator (one std::thread per CUDA thread, __syncthreads = std::barrier),
-driven by the real host code, and match the reference's outputs and every gradient; the fake
-(meta) impls of the custom ops give the right shapes. With a GPU: outputs, final state and all
-gradients against the reference for float64/float32/float16/bfloat16, awkward sizes, the
-workspace and shared-slice paths, a side stream, opcheck and torch.compile.
+Without a GPU: ltc.cu compiles with NVRTC for sm_80 and sm_90, and the fake (meta) impls of the
+custom ops give the right shapes. The comparisons with the reference (outputs, final state and
+all gradients for float64/float32/float16/bfloat16, awkward sizes, the workspace and
+shared-slice paths) run twice (fixture ``cuda_device``): on a GPU, and under the CPU emulator
+of tests/cuda_emu.py (the same .cu source compiled by g++, driven by the same host code).
+GPU only: a side stream, opcheck and torch.compile.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
-import shutil
-import subprocess
 
-import numpy as np
 import pytest
 import torch
 from test_ltc import _run_with_grads, random_params  # tests/kernels is on sys.path
@@ -79,85 +75,6 @@ def test_fake_impls_give_shapes_on_meta():
     assert [tuple(g.shape) for g in grads] == [tuple(a.shape) for a in args]
 
 
-# The shim maps the CUDA built-ins used by ltc.cu onto C++20 threads; blocks run one at a time.
-SHIM = r"""
-#include <math.h>
-#include <atomic>
-#include <barrier>
-#include <cstdlib>
-#include <cstring>
-#include <thread>
-#include <vector>
-#define __global__
-#define __device__
-#define __forceinline__ inline
-struct Idx { int x; };
-thread_local Idx threadIdx, blockIdx;
-Idx blockDim;
-static std::barrier<>* g_bar;
-static unsigned char* ltc_smem;
-inline void __syncthreads() { g_bar->arrive_and_wait(); }
-template <typename T> inline T atomicAdd(T* p, T v) {
-    std::atomic_ref<T> r(*p); T old = r.load();
-    while (!r.compare_exchange_weak(old, old + v)) {}
-    return old;
-}
-"""
-LAUNCHER = r"""
-template <typename F> static void launch(int blocks, int nt, int shared, F body) {
-    blockDim.x = nt;
-    for (int b = 0; b < blocks; ++b) {
-        std::vector<unsigned char> sm(shared, 0xff);   // NaN garbage, exactly `shared` bytes
-        ltc_smem = shared ? sm.data() : nullptr;
-        std::barrier<> bar(nt); g_bar = &bar;
-        std::vector<std::thread> th;
-        for (int t = 0; t < nt; ++t)
-            th.emplace_back([=]() { threadIdx.x = t; blockIdx.x = b; body(); });
-        for (auto& x : th) x.join();
-    }
-}
-#define EMU(NAME, ARGS, NAMES, C) extern "C" void emu_##NAME(int blocks, int nt, int shared, \
-    ARGS(C)) { launch(blocks, nt, shared, [=]() { NAME(NAMES); }); }
-EMU(ltc_fwd_f32, LTC_FWD_ARGS, LTC_FWD_NAMES, float)
-EMU(ltc_fwd_f64, LTC_FWD_ARGS, LTC_FWD_NAMES, double)
-EMU(ltc_bwd_f32, LTC_BWD_ARGS, LTC_BWD_NAMES, float)
-EMU(ltc_bwd_f64, LTC_BWD_ARGS, LTC_BWD_NAMES, double)
-"""
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("the CPU emulation of ltc.cu needs g++ (C++20)")
-    decl = "extern __shared__ __align__(16) unsigned char ltc_smem[];"
-    text = SRC.read_text()
-    assert decl in text
-    d = tmp_path_factory.mktemp("ltc_emu")
-    (d / "emu.cpp").write_text(SHIM + text.replace(decl, "") + LAUNCHER)
-    lib = d / "libltc_emu.so"
-    r = subprocess.run([cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-o", str(lib),
-                        str(d / "emu.cpp"), "-lpthread"], check=False, capture_output=True,
-                       text=True)
-    if r.returncode != 0 and "barrier" in r.stderr:
-        pytest.skip(f"g++ lacks C++20 <barrier>: {r.stderr[-300:]}")
-    assert r.returncode == 0, r.stderr
-    return ctypes.CDLL(str(lib))
-
-
-def _emulated_launch(lib, launches):
-    conv = {np.uint64: lambda a: ctypes.c_void_p(int(a)), np.int32: ctypes.c_int,
-            np.float32: ctypes.c_float, np.float64: ctypes.c_double}
-
-    def launch(name, dtype, device, blocks, nthreads, shared, args):
-        launches.append((name, blocks, nthreads, shared))
-        fn = getattr(lib, f"emu_{name}_{CL.SUFFIX[dtype]}")
-        fn.restype = None
-        fn(ctypes.c_int(blocks), ctypes.c_int(nthreads), ctypes.c_int(shared),
-           *[conv[type(a)](a.item() if type(a) is not np.uint64 else a) for a in args])
-    return launch
-
-
 def _inputs(T, B, n_in, n, k, ts_kind, seed):
     p = random_params(n_in=n_in, n=n, ode_unfolds=k, seed=seed)
     g = torch.Generator().manual_seed(7)
@@ -181,50 +98,32 @@ def _compare(out_r, g_r, out_f, g_f, names, ts, tol):
         assert err <= tol, (nm, err.item())
 
 
-# (T, B, N_in, N, K, timespans, patches): N = 70 with 32 threads loops 3 units per thread and
-# pads the reduction; SHARED_LIMIT = 0 takes the global-workspace path; the small
-# SYN_GRAD_BYTES makes 2 blocks of 5 share a synapse-gradient slice (atomic adds).
-EMU_CASES = [(1, 1, 1, 1, 1, None, {}), (5, 3, 2, 4, 3, "tb", {}),
-             (3, 2, 3, 70, 2, "t", {"MAX_THREADS": 32}),
-             (4, 3, 2, 9, 3, "tb", {"SHARED_LIMIT": 0}),
-             (3, 5, 2, 9, 2, "tb", {"SYN_GRAD_BYTES": 4 * 9 * 9 * 8 * 2})]
+# ---- on a GPU and under the emulator (fixture cuda_device) ----------------------------------
 
-
-@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind,patch", EMU_CASES)
-def test_emulated_kernels_equal_reference(emulator, monkeypatch, T, B, n_in, n, k, ts_kind,
-                                          patch):
-    launches = []
-    monkeypatch.setattr(CL, "_launch", _emulated_launch(emulator, launches))
-    for attr, val in patch.items():
-        monkeypatch.setattr(CL, attr, val)
-    p, x, v0, ts, names = _inputs(T, B, n_in, n, k, ts_kind, seed=T + n)
-    out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
-    out_f, g_f = _run_with_grads(lambda x, st, p, record, timespans: CL._run(
-        x, st, p, record, timespans), x, v0, ts, p, names)
-    assert [name for name, *_ in launches] == ["ltc_fwd", "ltc_bwd"]
-    assert all(blocks == B for _, blocks, _, _ in launches)
-    _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
-
-
-# ---- on a GPU ---------------------------------------------------------------------------------
-
-def _cuda(p, x, v0, ts, dtype=D, param_dtype=None):
+def _cuda(p, x, v0, ts, dtype=D, param_dtype=None, device="cuda"):
     pd = param_dtype or dtype
-    p = p._replace(**{f: v.to("cuda", pd) for f, v in p._asdict().items()
+    p = p._replace(**{f: v.to(device, pd) for f, v in p._asdict().items()
                       if isinstance(v, torch.Tensor)})
-    return p, x.to("cuda", dtype), v0.to("cuda", dtype), None if ts is None else ts.to("cuda",
+    return p, x.to(device, dtype), v0.to(device, dtype), None if ts is None else ts.to(device,
                                                                                        pd)
 
 
-GPU_CASES = [(1, 1, 1, 1, 1, None), (6, 3, 2, 33, 3, "tb"), (4, 2, 3, 300, 2, "t"),
-             (3, 5, 4, 19, 6, "tb")]
+# (T, B, N_in, N, K, timespans, patches): N = 300 and N = 70 with 32 threads loop several units
+# per thread and pad the reduction; SHARED_LIMIT = 0 takes the global-workspace path; the small
+# SYN_GRAD_BYTES makes 2 blocks of 5 share a synapse-gradient slice (atomic adds).
+CASES = [(1, 1, 1, 1, 1, None, {}), (6, 3, 2, 33, 3, "tb", {}), (4, 2, 3, 300, 2, "t", {}),
+         (3, 5, 4, 19, 6, "tb", {}), (3, 2, 3, 70, 2, "t", {"MAX_THREADS": 32}),
+         (4, 3, 2, 9, 3, "tb", {"SHARED_LIMIT": 0}),
+         (3, 5, 2, 9, 2, "tb", {"SYN_GRAD_BYTES": 4 * 9 * 9 * 8 * 2})]
 
 
-@needs_gpu
-@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind", GPU_CASES)
-def test_cuda_float64_equals_reference(T, B, n_in, n, k, ts_kind):
+@pytest.mark.parametrize("T,B,n_in,n,k,ts_kind,patch", CASES)
+def test_cuda_float64_equals_reference(T, B, n_in, n, k, ts_kind, patch, cuda_device,
+                                       monkeypatch):
+    for attr, val in patch.items():
+        monkeypatch.setattr(CL, attr, val)
     p, x, v0, ts, names = _inputs(T, B, n_in, n, k, ts_kind, seed=T + n)
-    p, x, v0, ts = _cuda(p, x, v0, ts)
+    p, x, v0, ts = _cuda(p, x, v0, ts, device=cuda_device)
     before = dict(CL.CALLS)
     out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
     out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cuda", **kw), x, v0, ts,
@@ -233,13 +132,12 @@ def test_cuda_float64_equals_reference(T, B, n_in, n, k, ts_kind):
     _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
 
 
-@needs_gpu
 @pytest.mark.parametrize("patch", [{"SHARED_LIMIT": 0}, {"SYN_GRAD_BYTES": 4 * 40 * 40 * 8}])
-def test_cuda_workspace_and_shared_slices(monkeypatch, patch):
+def test_cuda_workspace_and_shared_slices(monkeypatch, patch, cuda_device):
     for attr, val in patch.items():
         monkeypatch.setattr(CL, attr, val)
     p, x, v0, ts, names = _inputs(5, 4, 3, 40, 3, "tb", seed=2)
-    p, x, v0, ts = _cuda(p, x, v0, ts)
+    p, x, v0, ts = _cuda(p, x, v0, ts, device=cuda_device)
     out_r, g_r = _run_with_grads(K.reference, x, v0, ts, p, names)
     out_f, g_f = _run_with_grads(lambda *a, **kw: CL.run(*a, **kw), x, v0, ts, p, names)
     _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
@@ -254,15 +152,15 @@ def _ref_in(dtype):
     return f
 
 
-@needs_gpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float16, 2 * 2 ** -10),
                                        (torch.bfloat16, 2 * 2 ** -7)])
-def test_cuda_low_precision_inputs(dtype, tol):
+def test_cuda_low_precision_inputs(dtype, tol, cuda_device):
     p, x, v0, _, names = _inputs(7, 3, 3, 45, 4, None, seed=5)
     # the reference computes timespans / K in the input dtype: with K = 4 and these timespans
     # both are exact in float16/bfloat16, so only the outputs' rounding differs
     ts = torch.randint(1, 9, (7, 3), generator=torch.Generator().manual_seed(0)) * 2.0 ** -12
-    p, x, v0, ts = _cuda(p, x, v0, ts, dtype=dtype, param_dtype=torch.float32)
+    p, x, v0, ts = _cuda(p, x, v0, ts, dtype=dtype, param_dtype=torch.float32,
+                         device=cuda_device)
     out_r, g_r = _run_with_grads(_ref_in(dtype), x, v0, ts, p, names)
     out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cuda", **kw), x, v0, ts,
                                  p, names)

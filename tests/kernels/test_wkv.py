@@ -180,19 +180,27 @@ def test_cuda_source_compiles_with_nvrtc(arch):
     assert r.binary_bytes > 0
 
 
-@pytest.mark.skipif(not CUDA, reason="CUDA device needed for the CuPy WKV kernel")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_fused_matches_reference(dtype):
-    pytest.importorskip("cupy")
-    w, u, k, v = (x.detach().cuda().requires_grad_() for x in inputs(300, 3, 129, dtype=dtype,
-                                                                        scale=20.0))
-    y_r, s_r = K.run(w, u, k, v, backend="reference")
+def test_cuda_fused_matches_reference(dtype, cuda_device):
+    """On a GPU and under the CPU emulator of the .cu kernel (fixture cuda_device).
+
+    The truth is the float64 reference. In float32 the fused kernel is compared with it, not
+    with the float32 reference: over T = 300 steps with keys up to ~20 the float32 reference's
+    own gradients are off by up to 1e-3 of their scale (autograd through the loop), the fused
+    kernel's by ~2e-6 (measured under the emulator; the numba kernel gives the same values)."""
+    x64 = [x.detach().to(cuda_device) for x in inputs(300, 3, 129, scale=20.0)]
+    w, u, k, v = (x.to(dtype).requires_grad_() for x in x64)
+    w64, u64, k64, v64 = (x.requires_grad_() for x in x64)
+    y_r, s_r = K.run(w64, u64, k64, v64, backend="reference")
     y_c, s_c = K.run(w, u, k, v, backend="cuda")
     assert type(y_c.grad_fn).__name__ == "FusedWKVBackward"
-    tol = 1e-10 if dtype == torch.float64 else 1e-4
-    assert torch.allclose(y_c, y_r, atol=tol)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+
+    def close(a, b):  # max abs error within tol of the truth's scale
+        return (a.double() - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
+    assert close(y_c, y_r)
     for a, b in zip(s_c, s_r):
-        assert torch.allclose(a, b, atol=tol, rtol=tol)
+        assert close(a, b)
     wt = torch.randn_like(y_r)
-    for a, b in zip(grads(y_c, wt, w, u, k, v), grads(y_r, wt, w, u, k, v)):
-        assert torch.allclose(a, b, atol=tol * 10, rtol=tol * 10)
+    for a, b in zip(grads(y_c, wt.to(dtype), w, u, k, v), grads(y_r, wt, w64, u64, k64, v64)):
+        assert close(a, b)
