@@ -24,6 +24,7 @@ Checks beyond the results, each a launch error (:class:`EmulationError`):
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -57,12 +58,21 @@ class EmulationError(RuntimeError):
     """A launch that would be wrong on a GPU: the message says what and where."""
 
 
+_PROBE = 'extern "C" __global__ void probe(float* y) { y[threadIdx.x] = 1.f; }\n'
+
+
+@functools.cache
 def unavailable() -> str | None:
-    """Why the emulator cannot run here (None when it can)."""
+    """Why the emulator cannot run here (None when it can): Linux and a g++ that builds the
+    header (C++17, _Float16: GCC >= 12 on x86-64) are needed."""
     if sys.platform != "linux":
         return f"the CUDA emulator needs Linux (ucontext fibers), this is {sys.platform}"
     if shutil.which("g++") is None:
         return "g++ not found: the CUDA emulator compiles the .cu sources with it"
+    try:
+        build(_PROBE)
+    except EmulationError as e:
+        return f"g++ cannot build the CUDA emulator here: {str(e)[-600:]}"
     return None
 
 
