@@ -28,6 +28,14 @@
 
 #include <ucontext.h>
 
+// Under AddressSanitizer (cuda_emu.py's SPIKING_EMU_ASAN=1) every switch between the scheduler's
+// stack and a fiber's is announced, as ASan's fiber interface asks
+// (sanitizer/common_interface_defs.h: __sanitizer_start/finish_switch_fiber).
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
+
 #define __global__
 #define __device__
 #define __host__
@@ -44,7 +52,11 @@ struct emu_dim3 {
 namespace emu {
 
 constexpr size_t kDynSmemMax = 48 * 1024;  // per launch without cudaFuncAttributeMax...
+#ifdef EMU_ASAN  // ASan's red zones make frames several times larger
+constexpr size_t kStack = 2048 * 1024;
+#else
 constexpr size_t kStack = 256 * 1024;
+#endif
 
 enum State { READY, WAITING, DONE };
 
@@ -54,6 +66,7 @@ struct Fiber {
     State st;
     int lin;
     char* stack;
+    void* fake;  // ASan's fake stack of the fiber while it is switched out
 };
 
 struct Warp {
@@ -72,6 +85,31 @@ inline void** g_params = nullptr;
 inline std::string g_error;
 inline int g_live = 0, g_bar_arrived = 0, g_bar_line = 0;
 inline std::vector<std::pair<unsigned char*, size_t>> g_dyn_smem;
+inline const void* g_sched_bottom = nullptr;  // the scheduler's stack, as ASan reports it
+inline size_t g_sched_size = 0;
+
+// A fiber hands control back to the scheduler (and, unless `final`, is resumed here later).
+inline void to_scheduler(bool final = false) {
+#ifdef EMU_ASAN
+    Fiber* me = g_cur;
+    __sanitizer_start_switch_fiber(final ? nullptr : &me->fake, g_sched_bottom, g_sched_size);
+#endif
+    swapcontext(&g_cur->ctx, &g_sched);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(me->fake, &g_sched_bottom, &g_sched_size);
+#endif
+}
+
+inline void to_fiber(Fiber& f) {
+#ifdef EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack, kStack);
+#endif
+    swapcontext(&g_sched, &f.ctx);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
 
 // Called once per `extern __shared__` array, at file scope before any launch, or inside a kernel
 // by the first thread that reaches the declaration (the launch's later blocks are poisoned by
@@ -92,13 +130,13 @@ inline std::string where() {
 // Stop the launch: record the error and return to the scheduler for good.
 [[noreturn]] inline void fail(const std::string& msg) {
     if (g_error.empty()) g_error = msg + " (" + where() + ")";
-    swapcontext(&g_cur->ctx, &g_sched);
+    to_scheduler(true);
     abort();  // never resumed
 }
 
 inline void wait_here() {
     g_cur->st = WAITING;
-    swapcontext(&g_cur->ctx, &g_sched);
+    to_scheduler();
 }
 
 inline void release_block() {  // fibers waiting on a warp barrier have lin < 0
@@ -116,7 +154,7 @@ inline void syncthreads(int line) {
     }
     g_cur->st = WAITING;
     if (++g_bar_arrived == g_live) release_block();  // the last one in releases all, itself too
-    swapcontext(&g_cur->ctx, &g_sched);
+    to_scheduler();
 }
 
 inline Warp& my_warp() { return g_warps[g_cur->lin / 32]; }
@@ -136,7 +174,7 @@ inline void warp_barrier(int line) {
         for (int l = base; l < base + 32 && l < (int)g_fibers.size(); ++l)
             if (l != me && g_fibers[l].st == WAITING && g_fibers[l].lin < 0) g_fibers[l].st = READY;
         g_cur->st = READY;
-        swapcontext(&g_cur->ctx, &g_sched);  // let the others read before anyone writes again
+        to_scheduler();  // let the others read before anyone writes again
         return;
     }
     g_cur->lin = -1 - me;  // waiting on a warp barrier: not released by the block barrier
@@ -173,9 +211,15 @@ inline void thread_exit() {
 }
 
 inline void entry(int idx) {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &g_sched_bottom, &g_sched_size);
+#endif
     g_call(g_params);
     g_cur = &g_fibers[idx];
     thread_exit();
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(nullptr, g_sched_bottom, g_sched_size);  // stack done
+#endif
 }  // returns to g_sched through uc_link
 
 // Run the grid; returns 0, or 1 with the reason in err.
@@ -224,7 +268,7 @@ inline int launch(void (*call)(void**), void** params, const unsigned* grid, con
                         if (f.st == READY) {
                             g_cur = &f;
                             g_thread = f.tid;
-                            swapcontext(&g_sched, &f.ctx);
+                            to_fiber(f);
                             ran = true;
                             if (!g_error.empty()) {
                                 snprintf(err, errcap, "%s", g_error.c_str());

@@ -45,6 +45,29 @@ CACHE = Path(tempfile.gettempdir()) / f"spiking-cuda-emu-{os.getuid()}"
 # compiled with --fmad=false); no fast-math.
 CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-ffp-contract=off", "-fno-fast-math",
             "-DSPIKING_CUDA_EMULATION", "-Wno-attributes")
+# SPIKING_EMU_ASAN=1: also AddressSanitizer, so that a kernel's read or write outside the tensor
+# it was given aborts with a report (torch's CPU tensors come from malloc, which ASan pads with
+# poisoned red zones). The process must start with libasan preloaded: see asan_env().
+ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
+
+
+def cxxflags() -> tuple[str, ...]:
+    return CXXFLAGS + (ASAN_FLAGS if os.environ.get("SPIKING_EMU_ASAN") == "1" else ())
+
+
+def asan_env() -> dict[str, str] | None:
+    """Environment for a child process that runs the emulator under AddressSanitizer (None
+    where g++ has no libasan). libstdc++ is preloaded after libasan: without it ASan's
+    __cxa_throw interceptor is unresolved and the first C++ exception (triton's import, via
+    torch) aborts the process."""
+    libs = [subprocess.run(["g++", f"-print-file-name={n}"], capture_output=True,
+                           text=True).stdout.strip() for n in ("libasan.so", "libstdc++.so")]
+    if not all(os.path.isabs(p) for p in libs):
+        return None
+    return {**os.environ, "SPIKING_EMU_ASAN": "1", "LD_PRELOAD": " ".join(libs),
+            # CPython and torch keep memory to the end (not leaks of the kernels); torch's
+            # allocator is not ASan's to check for new/delete mismatches
+            "ASAN_OPTIONS": "detect_leaks=0:alloc_dealloc_mismatch=0"}
 # CUDA limits (CUDA C++ Programming Guide, "Compute Capabilities", table of technical
 # specifications: compute capability 8.x / 9.0).
 MAX_THREADS_PER_BLOCK = 1024
@@ -138,10 +161,10 @@ def build(code: str, options=()) -> tuple[ctypes.CDLL, list[str]]:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         src = Path(tmp, "kernel.cu")
         src.write_text(_rewrite(code))
-        base = ["g++", *CXXFLAGS, "-x", "c++", "-include", str(HEADER), *inc]
+        base = ["g++", *cxxflags(), "-x", "c++", "-include", str(HEADER), *inc]
         pre = _run([*base, "-E", str(src)], "preprocessing")
         names = [k for k in _KERNEL.findall(pre) if not k.startswith("emu_")]
-        key = hashlib.sha256((pre + HEADER.read_text() + " ".join(CXXFLAGS)).encode())
+        key = hashlib.sha256((pre + HEADER.read_text() + " ".join(cxxflags())).encode())
         key = key.hexdigest()[:24]
         if key in _LIBS:
             _BUILT[code, tuple(options)] = _LIBS[key]

@@ -6,6 +6,10 @@ shared memory read before written, and races (by the two thread orders). The flo
 conversions of spiking/kernels/cuda/dtypes.cuh are checked against torch's.
 """
 
+import re
+import subprocess
+import sys
+
 import cuda_emu as E
 import numpy as np
 import pytest
@@ -182,3 +186,63 @@ def test_half_conversions_of_dtypes_cuh_round_as_torch():
     fn(((x.numel() + 127) // 128,), (128,), (arr(x), arr(h), arr(b), np.int32(x.numel())))
     torch.testing.assert_close(h, x.half().float(), rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(b, x.bfloat16().float(), rtol=0, atol=0, equal_nan=True)
+
+
+# ---- AddressSanitizer: reads and writes outside the tensors a kernel was given ----------------
+
+OOB = r"""
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np, torch, cuda_emu as E
+src = '''extern "C" __global__ void copy(const float* x, float* y, int n, int past) {{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n + past) y[i] = x[i];
+}}'''
+fn = E.RawModule(code=src).get_function("copy")
+x, y = torch.arange(100, dtype=torch.float32), torch.zeros(100)
+fn((1,), (128,), (E.EmuArray(x), E.EmuArray(y), np.int32(100), np.int32(int(sys.argv[1]))))
+print("copied", int(y.sum()))
+"""
+KERNEL_TESTS = ["tests/kernels/test_lif_cuda.py", "tests/kernels/test_ltc_cuda.py",
+                "tests/kernels/test_egru.py", "tests/kernels/test_wkv.py",
+                "tests/models/test_lsm.py"]
+
+
+def _asan():
+    env = E.asan_env()
+    if env is None:
+        pytest.skip("g++ has no libasan here")
+    return env
+
+
+@pytest.mark.slow
+def test_address_sanitizer_catches_a_read_past_the_end(tmp_path):
+    script = tmp_path / "oob.py"
+    script.write_text(OOB.format(tests=str(E.HERE)))
+
+    def run(past):
+        return subprocess.run([sys.executable, str(script), str(past)], env=_asan(),
+                              capture_output=True, text=True, timeout=600)
+    ok, bad = run(0), run(1)
+    assert ok.returncode == 0 and "copied 4950" in ok.stdout, ok.stderr[-2000:]
+    assert bad.returncode != 0
+    assert "heap-buffer-overflow" in bad.stderr and "kernel.cu:3" in bad.stderr, bad.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_every_kernel_stays_in_bounds_under_address_sanitizer(tmp_path):
+    """The emulated kernel tests (index order) again, the kernels built with ASan. ASan's
+    report goes to files: pytest's capture of stderr would swallow it when ASan aborts."""
+    env = _asan()
+    env["ASAN_OPTIONS"] += f":log_path={tmp_path / 'asan'}"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        *KERNEL_TESTS, "-k", "emulated and not reverse"], env=env,
+                       cwd=E.HERE.parent, capture_output=True, text=True, timeout=1500)
+    reports = [p.read_text() for p in tmp_path.glob("asan.*")]
+    errors = [t for t in reports if "ERROR: AddressSanitizer" in t]
+    assert not errors, errors[0][:4000]
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    summary = r.stdout.strip().splitlines()[-1]  # e.g. "132 passed, 364 deselected in 148s"
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) > 100, summary
+    assert "failed" not in summary and "skipped" not in summary and "error" not in summary, summary
