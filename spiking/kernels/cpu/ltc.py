@@ -12,8 +12,16 @@ steps at once (autograd differentiates them):
     torch:  y = map_outputs(v)
 
 Forward keeps only the trajectory ``v [T, B, N]``; backward recomputes the K unfolds of each
-step from ``v[t-1]`` (same arithmetic as the forward) and back-propagates through them in
-reverse. With ``q = den + eps``, ``v' = num / q`` and adjoint ``gv'`` of one unfold:
+step from ``v[t-1]`` (same arithmetic as the forward), keeping their N^2 synapse sigmoids, and
+back-propagates through them in reverse without another exp. The synapse parameters are
+passed transposed (``[i, j]`` for synapse j -> i) so that every inner loop runs over
+contiguous memory, and the sigmoids use the kernel's own vectorisable exp, in the input's
+precision (float32 or float64; see ``_sigmoid_into64``). The sums over presynaptic j are
+vectorised too (numba fastmath ``reassoc``, ``contract``): they round differently from the
+reference's sequential sums in the last bits. Scratch of the backward: K N^2 sigmoids per
+sample in flight (one per thread).
+
+With ``q = den + eps``, ``v' = num / q`` and adjoint ``gv'`` of one unfold:
 
 .. code-block:: text
 
@@ -36,23 +44,143 @@ import math
 import numba
 import numpy as np
 import torch
+from numba.extending import overload
 
 from spiking.kernels import ltc as K
 
 CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
 
 
-@numba.njit(cache=True, inline="always")
-def _unfold(v, c, ns, ds, w, sig, mu, erev, gl, vl, eps, out, q):
+# The N^2 synapse sigmoids 1 / (1 + exp(z)) of each unfold are most of the work, and numba's
+# math.exp is a scalar libm call per element, so exp is written as plain arithmetic that LLVM
+# vectorises: z = k ln2 + r with |r| <= ln2/2 and ln2 split in two so that k ln2 is exact (Cody
+# and Waite 1980, "Software Manual for the Elementary Functions"), e^r by a polynomial, 2^k
+# written straight into the exponent bits (IEEE 754: binary64 bias 1023 and 52 mantissa bits,
+# binary32 bias 127 and 23). float64: Taylor series to r^13 (truncation < 5e-18 relative).
+# float32, in float32 as the reference computes it: the degree-7 polynomial and the ln2 split of
+# Cephes' expf (S. Moshier, Cephes Math Library, expf.c).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 to 33 bits: k * _LN2_HI is exact for |k| < 2^20
+_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(14))
+_F = np.float32
+_LOG2E_F, _HALF_F, _ONE_F = _F(1.4426950408889634), _F(0.5), _F(1.0)
+_LN2_HI_F, _LN2_LO_F = _F(0.693359375), _F(-2.12194440e-4)
+_EXPF_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_LO_F, _HI_F = _F(-87.33654), _F(88.72283)  # expf stays a normal float32 in between
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _sigmoid_into64(z, sg, bits, scale):
+    """sg[m] = 1 / (1 + exp(z[m])) for float64 arrays; ``bits`` is int64 scratch of the same
+    length and ``scale`` its float64 view (made once by the caller: a view per call costs an
+    allocation). exp's argument is clamped to [-708, 709] (no overflow; the sigmoid is then
+    1 or 0 to the last bit); NaN stays NaN."""
+    c2, c3, c4, c5, c6, c7 = _INV_FACT[2], _INV_FACT[3], _INV_FACT[4], _INV_FACT[5], \
+        _INV_FACT[6], _INV_FACT[7]
+    c8, c9, c10, c11, c12, c13 = _INV_FACT[8], _INV_FACT[9], _INV_FACT[10], _INV_FACT[11], \
+        _INV_FACT[12], _INV_FACT[13]
+    n = z.shape[0]
+    for m in range(n):
+        x = z[m]
+        x = -708.0 if x < -708.0 else x
+        x = 709.0 if x > 709.0 else x
+        k = math.floor(x * _LOG2E + 0.5)
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        p = c13
+        p = p * r + c12
+        p = p * r + c11
+        p = p * r + c10
+        p = p * r + c9
+        p = p * r + c8
+        p = p * r + c7
+        p = p * r + c6
+        p = p * r + c5
+        p = p * r + c4
+        p = p * r + c3
+        p = p * r + c2
+        p = p * r + 1.0
+        p = p * r + 1.0
+        sg[m] = p if z[m] == z[m] else z[m]  # NaN in, NaN out
+        bits[m] = (np.int64(k) + 1023) << 52
+    for m in range(n):
+        sg[m] = 1.0 / (1.0 + sg[m] * scale[m])
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _sigmoid_into32(z, sg, bits, scale):
+    """The float32 twin of :func:`_sigmoid_into64` (``bits`` int32, ``scale`` its float32
+    view); exp's argument is clamped to [-87.3, 88.7]."""
+    p0, p1, p2, p3, p4, p5 = _EXPF_P
+    n = z.shape[0]
+    for m in range(n):
+        x = z[m]
+        x = _LO_F if x < _LO_F else x
+        x = _HI_F if x > _HI_F else x
+        k = np.floor(x * _LOG2E_F + _HALF_F)
+        r = (x - k * _LN2_HI_F) - k * _LN2_LO_F
+        p = p0
+        p = p * r + p1
+        p = p * r + p2
+        p = p * r + p3
+        p = p * r + p4
+        p = p * r + p5
+        p = p * (r * r) + r + _ONE_F
+        sg[m] = p if z[m] == z[m] else z[m]
+        bits[m] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for m in range(n):
+        sg[m] = _ONE_F / (_ONE_F + sg[m] * scale[m])
+
+
+def _sigmoid_into(z, sg, bits, scale):
+    """1 / (1 + exp(z)) elementwise, in the precision of ``z`` (numba picks the twin)."""
+
+
+@overload(_sigmoid_into)
+def _sigmoid_into_impl(z, sg, bits, scale):
+    if z.dtype == numba.types.float32:
+        return lambda z, sg, bits, scale: _sigmoid_into32(z, sg, bits, scale)
+    return lambda z, sg, bits, scale: _sigmoid_into64(z, sg, bits, scale)
+
+
+def _scratch(n, like):
+    """(z, sg, bits, scale): scratch of n values in the precision of ``like``."""
+
+
+@overload(_scratch)
+def _scratch_impl(n, like):
+    if like.dtype == numba.types.float32:
+        def f32(n, like):
+            bits = np.empty(n, dtype=np.int32)
+            return np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32), bits, \
+                bits.view(np.float32)
+        return f32
+
+    def f64(n, like):
+        bits = np.empty(n, dtype=np.int64)
+        return np.empty(n), np.empty(n), bits, bits.view(np.float64)
+    return f64
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _unfold(v, c, ns, ds, wT, sigT, muT, erevT, gl, vl, eps, out, q, sg, z, bits, scale):
     """One semi-implicit sub-step from ``v`` into ``out`` (spec loop of kernels/ltc.py);
-    ``q`` receives the denominators ``den + eps``."""
+    ``q`` receives the denominators ``den + eps``, ``sg[i * N + j]`` the synapse sigmoids.
+    Parameters come transposed (``wT[i, j]`` = ``w[j, i]``, synapse j -> i) so that the
+    loops over presynaptic j are contiguous; all N^2 sigmoids of the sub-step are taken in one
+    vectorised pass (z, sg, bits, scale: scratch of N^2 from :func:`_scratch`)."""
     n = v.shape[0]
+    for i in range(n):
+        for j in range(n):
+            z[i * n + j] = -(sigT[i, j] * (v[j] - muT[i, j]))
+    _sigmoid_into(z, sg, bits, scale)
     for i in range(n):
         sa = 0.0
         sae = 0.0
         for j in range(n):
-            a = w[j, i] / (1.0 + math.exp(-(sig[j, i] * (v[j] - mu[j, i]))))
-            sae += a * erev[j, i]
+            a = wT[i, j] * sg[i * n + j]
+            sae += a * erevT[i, j]
             sa += a
         num = c[i] * v[i] + gl[i] * vl[i] + sae + ns[i]
         den = c[i] + gl[i] + sa + ds[i]
@@ -61,38 +189,43 @@ def _unfold(v, c, ns, ds, w, sig, mu, erev, gl, vl, eps, out, q):
 
 
 @numba.njit(parallel=True, cache=True)
-def _fwd(v0, c, ns, ds, w, sig, mu, erev, gl, vl, eps, n_unf, traj):
-    T, B, _ = c.shape
+def _fwd(v0, c, ns, ds, wT, sigT, muT, erevT, gl, vl, eps, n_unf, traj):
+    T, B, N = c.shape
     for b in numba.prange(B):
         v = v0[b].copy()
         nxt = np.empty_like(v)
         q = np.empty_like(v)
+        z, sg, bits, scale = _scratch(N * N, v0)
         for t in range(T):
             for _ in range(n_unf):
-                _unfold(v, c[t, b], ns[t, b], ds[t, b], w, sig, mu, erev, gl, vl, eps, nxt, q)
+                _unfold(v, c[t, b], ns[t, b], ds[t, b], wT, sigT, muT, erevT, gl, vl, eps, nxt,
+                        q, sg, z, bits, scale)
                 v[:] = nxt
             traj[t, b] = v
 
 
 @numba.njit(parallel=True, cache=True)
-def _bwd(v0, traj, gtraj, c, ns, ds, w, sig, mu, erev, gl, vl, eps, n_unf,
-         gv0, gc, gns, gds, gw, gsig, gmu, gerev, ggl, gvl):
+def _bwd(v0, traj, gtraj, c, ns, ds, wT, sigT, muT, erevT, gl, vl, eps, n_unf,
+         gv0, gc, gns, gds, gwT, gsigT, gmuT, gerevT, ggl, gvl):
     T, B, N = c.shape
     for b in numba.prange(B):
         vs = np.empty((n_unf + 1, N), dtype=v0.dtype)
         qs = np.empty((n_unf, N), dtype=v0.dtype)
+        sgs = np.empty((n_unf, N * N), dtype=v0.dtype)  # sigmoids of the K unfolds of a step
+        z, _, bits, scale = _scratch(N * N, v0)
         gv = np.zeros(N, dtype=v0.dtype)
         gn = np.empty(N, dtype=v0.dtype)
         gd = np.empty(N, dtype=v0.dtype)
         for t in range(T - 1, -1, -1):
             vs[0] = v0[b] if t == 0 else traj[t - 1, b]
             for k in range(n_unf):
-                _unfold(vs[k], c[t, b], ns[t, b], ds[t, b], w, sig, mu, erev, gl, vl, eps,
-                        vs[k + 1], qs[k])
+                _unfold(vs[k], c[t, b], ns[t, b], ds[t, b], wT, sigT, muT, erevT, gl, vl, eps,
+                        vs[k + 1], qs[k], sgs[k], z, bits, scale)
             for i in range(N):
                 gv[i] += gtraj[t, b, i]
             for k in range(n_unf - 1, -1, -1):
                 v = vs[k]
+                sg = sgs[k]
                 for i in range(N):            # unit terms
                     gn[i] = gv[i] / qs[k, i]
                     gd[i] = -gv[i] * vs[k + 1, i] / qs[k, i]
@@ -103,17 +236,18 @@ def _bwd(v0, traj, gtraj, c, ns, ds, w, sig, mu, erev, gl, vl, eps, n_unf,
                     gds[t, b, i] += gd[i]
                 for i in range(N):            # direct path c * v_{k-1}
                     gv[i] = gn[i] * c[t, b, i]
-                for i in range(N):            # synapses j -> i
+                for i in range(N):            # synapses j -> i, contiguous over j
+                    gni, gdi = gn[i], gd[i]
                     for j in range(N):
-                        d = v[j] - mu[j, i]
-                        sg = 1.0 / (1.0 + math.exp(-(sig[j, i] * d)))
-                        ga = gn[i] * erev[j, i] + gd[i]
-                        gerev[b, j, i] += gn[i] * w[j, i] * sg
-                        gw[b, j, i] += ga * sg
-                        gz = ga * w[j, i] * sg * (1.0 - sg)
-                        gsig[b, j, i] += gz * d
-                        gmu[b, j, i] -= gz * sig[j, i]
-                        gv[j] += gz * sig[j, i]
+                        s = sg[i * N + j]
+                        d = v[j] - muT[i, j]
+                        ga = gni * erevT[i, j] + gdi
+                        gerevT[b, i, j] += gni * wT[i, j] * s
+                        gwT[b, i, j] += ga * s
+                        gz = ga * wT[i, j] * s * (1.0 - s)
+                        gsigT[b, i, j] += gz * d
+                        gmuT[b, i, j] -= gz * sigT[i, j]
+                        gv[j] += gz * sigT[i, j]
         for i in range(N):
             gv0[b, i] = gv[i]
 
@@ -126,7 +260,9 @@ class _Recurrence(torch.autograd.Function):
         CALLS["fwd"] += 1
         T, B, N = c.shape
         traj = torch.full((T, B, N), float("nan"), dtype=c.dtype)  # every entry is written
-        arrs = [t.detach().contiguous() for t in (v0, c, ns, ds, w, sig, mu, erev, gl, vl)]
+        arrs = [t.detach().contiguous() for t in (v0, c, ns, ds)]
+        arrs += [t.detach().t().contiguous() for t in (w, sig, mu, erev)]  # [i, j] = j -> i
+        arrs += [t.detach().contiguous() for t in (gl, vl)]
         if T > 0:
             _fwd(*[a.numpy() for a in arrs], float(eps), int(n_unf), traj.numpy())
         ctx.save_for_backward(*arrs, traj)
@@ -136,7 +272,7 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gtraj):
         CALLS["bwd"] += 1
-        v0, c, ns, ds, w, sig, mu, erev, gl, vl, traj = ctx.saved_tensors
+        v0, c, ns, ds, wT, sigT, muT, erevT, gl, vl, traj = ctx.saved_tensors
         T, B, N = c.shape
         z = lambda *s: torch.zeros(*s, dtype=c.dtype)
         gv0, gc, gns, gds = z(B, N), z(T, B, N), z(T, B, N), z(T, B, N)
@@ -144,10 +280,10 @@ class _Recurrence(torch.autograd.Function):
         ggl, gvl = z(B, N), z(B, N)
         if T > 0:
             gtr = gtraj.detach().to(c.dtype).contiguous()
-            _bwd(*[a.numpy() for a in (v0, traj, gtr, c, ns, ds, w, sig, mu, erev, gl, vl)],
+            _bwd(*[a.numpy() for a in (v0, traj, gtr, c, ns, ds, wT, sigT, muT, erevT, gl, vl)],
                  ctx.eps, ctx.n_unf, *[g.numpy() for g in (gv0, gc, gns, gds, gw, gsig, gmu,
                                                            gerev, ggl, gvl)])
-        return (gv0, gc, gns, gds, gw.sum(0), gsig.sum(0), gmu.sum(0), gerev.sum(0),
+        return (gv0, gc, gns, gds, *[g.sum(0).t() for g in (gw, gsig, gmu, gerev)],
                 ggl.sum(0), gvl.sum(0), None, None)
 
 
