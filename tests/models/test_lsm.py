@@ -79,26 +79,35 @@ def _inputs(m, t=30, b=3, dtype=torch.float64, seed=0):
     return (x @ m.w_in.to(dtype)) * 0.8
 
 
+def _fused_vs_reference(backend, calls, n, t, b, dtype, device="cpu"):
+    """One fused run against the reference from a state with spikes and refractory counts set;
+    ``calls`` is the backend's sentinel dict, which must count exactly one forward."""
+    m = LSM(12, 2, n, seed=n, dt=1e-3)
+    m.n_ref[:] = torch.randint(0, 4, (n,))
+    cur = _inputs(m, t, b, dtype)
+    st0 = K.initial_state(cur[0], m.params())
+    st0 = st0._replace(s=(torch.rand(b, n) < 0.3).to(dtype), ref=torch.randint(0, 2, (b, n)))
+    m, cur = m.to(device), cur.to(device)
+    st0 = K.LSMState(*(v.to(device) for v in st0))
+    before = calls["fwd"]
+    ref = K.run(cur, st0, m.params(), backend="reference", record=True)
+    out = K.run(cur, st0, m.params(), backend=backend, record=True)
+    assert calls["fwd"] == before + 1
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert torch.equal(out[0], ref[0])  # spikes identical
+    torch.testing.assert_close(out[2], ref[2], rtol=tol, atol=tol)
+    for a, c in zip(ref[1], out[1]):
+        torch.testing.assert_close(c.to(a.dtype), a, rtol=tol, atol=tol)
+    return ref
+
+
 @pytest.mark.skipif(not CPU_OK, reason="numba is not available")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("n,t,b", [(1 + 1, 1, 1), (97, 25, 3), (300, 40, 2)])
 def test_cpu_fused_matches_reference(n, t, b, dtype):
     from spiking.kernels.cpu import lsm as C
 
-    m = LSM(12, 2, n, seed=n, dt=1e-3)
-    m.n_ref[:] = torch.randint(0, 4, (n,))
-    cur = _inputs(m, t, b, dtype)
-    st0 = K.initial_state(cur[0], m.params())
-    st0 = st0._replace(s=(torch.rand(b, n) < 0.3).to(dtype), ref=torch.randint(0, 2, (b, n)))
-    before = C.CALLS["fwd"]
-    ref = K.run(cur, st0, m.params(), backend="reference", record=True)
-    out = K.run(cur, st0, m.params(), backend="cpu", record=True)
-    assert C.CALLS["fwd"] == before + 1
-    tol = 1e-10 if dtype == torch.float64 else 1e-5
-    assert torch.equal(out[0], ref[0])  # spikes identical
-    torch.testing.assert_close(out[2], ref[2], rtol=tol, atol=tol)
-    for a, c in zip(ref[1], out[1]):
-        torch.testing.assert_close(c.to(a.dtype), a, rtol=tol, atol=tol)
+    ref = _fused_vs_reference("cpu", C.CALLS, n, t, b, dtype)
     if n > 2:
         assert 0 < float(ref[0].mean()) < 1  # both spiking and silent steps are covered
 
@@ -109,22 +118,7 @@ def test_cuda_fused_matches_reference(n, t, b, dtype, cuda_device):
     """On a GPU and under the CPU emulator of the .cu kernel (fixture cuda_device)."""
     from spiking.kernels import cuda_lsm
 
-    m = LSM(12, 2, n, seed=n, dt=1e-3)
-    m.n_ref[:] = torch.randint(0, 4, (n,))
-    cur = _inputs(m, t, b, dtype)
-    st0 = K.initial_state(cur[0], m.params())
-    st0 = st0._replace(s=(torch.rand(b, n) < 0.3).to(dtype), ref=torch.randint(0, 2, (b, n)))
-    m, cur = m.to(cuda_device), cur.to(cuda_device)
-    st0 = K.LSMState(*(v.to(cuda_device) for v in st0))
-    before = cuda_lsm.CALLS["fwd"]
-    ref = K.run(cur, st0, m.params(), backend="reference", record=True)
-    out = K.run(cur, st0, m.params(), backend="cuda", record=True)
-    assert cuda_lsm.CALLS["fwd"] == before + 1
-    tol = 1e-10 if dtype == torch.float64 else 1e-5
-    assert torch.equal(out[0], ref[0])  # spikes identical
-    torch.testing.assert_close(out[2], ref[2], rtol=tol, atol=tol)
-    for a, c in zip(ref[1], out[1]):
-        torch.testing.assert_close(c.to(a.dtype), a, rtol=tol, atol=tol)
+    _fused_vs_reference("cuda", cuda_lsm.CALLS, n, t, b, dtype, cuda_device)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

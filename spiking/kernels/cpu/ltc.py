@@ -62,7 +62,7 @@ CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused r
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 33 bits: k * _LN2_HI is exact for |k| < 2^20
 _LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
-_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(14))
+_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1
 _F = np.float32
 _LOG2E_F, _HALF_F, _ONE_F = _F(1.4426950408889634), _F(0.5), _F(1.0)
 _LN2_HI_F, _LN2_LO_F = _F(0.693359375), _F(-2.12194440e-4)
@@ -71,16 +71,21 @@ _EXPF_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-
 _LO_F, _HI_F = _F(-87.33654), _F(88.72283)  # expf stays a normal float32 in between
 
 
+@numba.njit(cache=True, inline="always")
+def _horner(r, coeffs):
+    """coeffs[0] r^(n-1) + ... + coeffs[n-1] (highest degree first)."""
+    p = coeffs[0]
+    for c in coeffs[1:]:
+        p = p * r + c
+    return p
+
+
 @numba.njit(cache=True, fastmath={"contract"})
 def _sigmoid_into64(z, sg, bits, scale):
     """sg[m] = 1 / (1 + exp(z[m])) for float64 arrays; ``bits`` is int64 scratch of the same
     length and ``scale`` its float64 view (made once by the caller: a view per call costs an
     allocation). exp's argument is clamped to [-708, 709] (no overflow; the sigmoid is then
     1 or 0 to the last bit); NaN stays NaN."""
-    c2, c3, c4, c5, c6, c7 = _INV_FACT[2], _INV_FACT[3], _INV_FACT[4], _INV_FACT[5], \
-        _INV_FACT[6], _INV_FACT[7]
-    c8, c9, c10, c11, c12, c13 = _INV_FACT[8], _INV_FACT[9], _INV_FACT[10], _INV_FACT[11], \
-        _INV_FACT[12], _INV_FACT[13]
     n = z.shape[0]
     for m in range(n):
         x = z[m]
@@ -88,20 +93,7 @@ def _sigmoid_into64(z, sg, bits, scale):
         x = 709.0 if x > 709.0 else x
         k = math.floor(x * _LOG2E + 0.5)
         r = (x - k * _LN2_HI) - k * _LN2_LO
-        p = c13
-        p = p * r + c12
-        p = p * r + c11
-        p = p * r + c10
-        p = p * r + c9
-        p = p * r + c8
-        p = p * r + c7
-        p = p * r + c6
-        p = p * r + c5
-        p = p * r + c4
-        p = p * r + c3
-        p = p * r + c2
-        p = p * r + 1.0
-        p = p * r + 1.0
+        p = _horner(r, _TAYLOR)
         sg[m] = p if z[m] == z[m] else z[m]  # NaN in, NaN out
         bits[m] = (np.int64(k) + 1023) << 52
     for m in range(n):
@@ -112,7 +104,6 @@ def _sigmoid_into64(z, sg, bits, scale):
 def _sigmoid_into32(z, sg, bits, scale):
     """The float32 twin of :func:`_sigmoid_into64` (``bits`` int32, ``scale`` its float32
     view); exp's argument is clamped to [-87.3, 88.7]."""
-    p0, p1, p2, p3, p4, p5 = _EXPF_P
     n = z.shape[0]
     for m in range(n):
         x = z[m]
@@ -120,13 +111,7 @@ def _sigmoid_into32(z, sg, bits, scale):
         x = _HI_F if x > _HI_F else x
         k = np.floor(x * _LOG2E_F + _HALF_F)
         r = (x - k * _LN2_HI_F) - k * _LN2_LO_F
-        p = p0
-        p = p * r + p1
-        p = p * r + p2
-        p = p * r + p3
-        p = p * r + p4
-        p = p * r + p5
-        p = p * (r * r) + r + _ONE_F
+        p = _horner(r, _EXPF_P) * (r * r) + r + _ONE_F
         sg[m] = p if z[m] == z[m] else z[m]
         bits[m] = (np.int32(k) + np.int32(127)) << np.int32(23)
     for m in range(n):
