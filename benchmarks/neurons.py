@@ -21,6 +21,10 @@ equivalent of the row it is compared with:
 - Norse ``LIFBoxCell`` looped over T (LIF without synaptic current) vs our ``LIF``;
 - Norse ``LIF`` (sequence module, current-based LIF)                 vs our ``CubaLIF``;
 - SpikingJelly ``LIFNode(step_mode="m")`` (multi-step)               vs our ``LIF``.
+
+On a GPU, also the Open Neuromorphic replica (Linear(N, N) + LIF, B=16, T=500, N in 4096,
+8192, 16384): ours against SpikingJelly (cupy and torch), snnTorch and Norse, time and peak
+memory as ratios to ours, with the TF32 state of the matmuls.
 """
 
 from __future__ import annotations
@@ -222,23 +226,50 @@ def bench_shape(shape, device, repeat, bw) -> list[dict]:
     return rows
 
 
-def bench_open_neuromorphic(device, repeat) -> list[dict]:
-    """Linear(N, N) + LIF, B=16, T=500, forward+backward (GPU only)."""
-    import spiking
-
+def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16) -> list[dict]:
+    """Linear(N, N) + LIF, B=16, T=500, forward+backward of ``out.sum()``: ours and every
+    installed peer at each N (on a GPU: ours cuda against SpikingJelly's cupy and torch
+    multi-step LIF, snnTorch, Norse), time, peak memory (GPU) and the TF32 state. The Linear
+    runs over all T steps at once for every implementation, so the rows differ by the neuron.
+    Device-generic so that it can be smoke-tested on the CPU with small sizes."""
+    fused = "cuda" if device.type == "cuda" else "cpu"
+    ours_label = f"ours {fused} Linear+LIF"
+    runners = [(ours_label, lambda: ours("LIF", fused))]
+    runners += [(f"{label} Linear+LIF", f) for label, versus, f in peers(device)
+                if versus.endswith("LIF") and "CubaLIF" not in versus]
     rows = []
-    for n in ON_SIZES:
-        lin = torch.nn.Linear(n, n, device=device)
-        lif = spiking.LIF(tau_mem=TAU, dt=DT, backend="cuda")
-        x = torch.rand(500, 16, n, device=device)
+    for n in sizes:
+        x = torch.rand(t, b, n, device=device)
+        for label, factory in runners:
+            row = {"shape": f"ON T={t} B={b} N={n}", "impl": label,
+                   "versus": None if label == ours_label else ours_label}
+            try:
+                lin = torch.nn.Linear(n, n, device=device)
+                f = factory()
+                if hasattr(f, "to"):
+                    f = f.to(device)
 
-        def step(lin=lin, lif=lif, x=x):
-            lif(lin(x))[0].sum().backward()
-        torch.cuda.reset_peak_memory_stats()
-        ms = median_time(step, device, repeat) * 1e3
-        rows.append({"shape": f"ON T=500 B=16 N={n}", "impl": "ours cuda Linear+LIF",
-                     "fwd_bwd_ms": ms, "mem_mb": torch.cuda.max_memory_allocated() / 2**20,
-                     "tf32": torch.backends.cuda.matmul.allow_tf32})
+                def step(lin=lin, f=f, x=x):
+                    f(lin(x)).sum().backward()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                row["fwd_bwd_ms"] = median_time(step, device, repeat) * 1e3
+                if device.type == "cuda":
+                    row["mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                    row["tf32"] = torch.backends.cuda.matmul.allow_tf32
+                del lin, f
+            except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+            rows.append(row)
+        del x
+    ref = {r["shape"]: r for r in rows if r["impl"] == ours_label and "fwd_bwd_ms" in r}
+    for r in rows:
+        base = ref.get(r["shape"])
+        if base is not None and r["versus"] and "fwd_bwd_ms" in r:
+            r["fwd_bwd_ratio"] = r["fwd_bwd_ms"] / base["fwd_bwd_ms"]
+            if "mem_mb" in r:
+                r["mem_ratio"] = r["mem_mb"] / base["mem_mb"]
     return rows
 
 
@@ -274,7 +305,13 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['shape']} | {r['impl']} | not run: {r['error']} ||||||| ")
             continue
         ratio = (f"{r['fwd_ratio']:.1f}x, {r['fwd_bwd_ratio']:.1f}x vs {r['versus']}"
-                 if "fwd_ratio" in r else "")
+                 if "fwd_ratio" in r else
+                 f"-, {r['fwd_bwd_ratio']:.1f}x vs {r['versus']}" if "fwd_bwd_ratio" in r
+                 else "")
+        if "mem_ratio" in r:
+            ratio += f"; memory {r['mem_ratio']:.2f}x"
+        if "tf32" in r:
+            ratio += f" (TF32 {'on' if r['tf32'] else 'off'})"
         lines.append(f"| {r['shape']} | {r['impl']} | {fmt(r.get('fwd_ms'))} | "
                      f"{fmt(r.get('fwd_bwd_ms'))} | {ratio} | {fmt(r.get('mem_mb'), '.1f')} | "
                      f"{fmt(r.get('fwd_bw_pct'), '.0f')} | {fmt(r.get('fwd_bwd_bw_pct'), '.0f')} | "
