@@ -9,7 +9,7 @@ import torch
 DISCRETIZATIONS = ("exp", "euler")
 
 # The device type whose tensors the CUDA wrappers (cuda_*.py) accept. Only the CPU emulator of
-# the tests (tests/kernels/cuda_emu.py), which runs the .cu kernels compiled by g++ on CPU
+# the tests (tests/cuda_emu.py), which runs the .cu kernels compiled by g++ on CPU
 # tensors, sets it to "cpu".
 CUDA_DEVICE_TYPE = "cuda"
 

@@ -12,7 +12,7 @@ struct bf16_t { unsigned short bits; };
 __device__ __forceinline__ float load(const float* p) { return *p; }
 __device__ __forceinline__ double load(const double* p) { return *p; }
 __device__ __forceinline__ float load(const f16_t* p) {
-#ifdef SPIKING_CUDA_EMULATION  // the CPU emulator of the tests (tests/kernels/cuda_emu.h)
+#ifdef SPIKING_CUDA_EMULATION  // the CPU emulator of the tests (tests/cuda_emu.h)
     return emu_f16_to_f32(p->bits);
 #else
     float f;
