@@ -162,7 +162,8 @@ def build(code: str, options=()) -> tuple[ctypes.CDLL, list[str]]:
         src = Path(tmp, "kernel.cu")
         src.write_text(_rewrite(code))
         base = ["g++", *cxxflags(), "-x", "c++", "-include", str(HEADER), *inc]
-        pre = _run([*base, "-E", str(src)], "preprocessing")
+        # -P: no line markers, which name the temporary folder and would change the key
+        pre = _run([*base, "-E", "-P", str(src)], "preprocessing")
         names = [k for k in _KERNEL.findall(pre) if not k.startswith("emu_")]
         key = hashlib.sha256((pre + HEADER.read_text() + " ".join(cxxflags())).encode())
         key = key.hexdigest()[:24]
