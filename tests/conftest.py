@@ -53,10 +53,10 @@ def one_thread_counts():
 def cuda_device(request, monkeypatch):
     """Device string for tests of the CUDA kernels: on a real GPU through CuPy ("cuda";
     skipped without one) and under the CPU emulator of tests/cuda_emu.py ("cpu": the same
-    wrappers and .cu sources, compiled by g++; skipped without g++), once with the threads of
-    a block run in index order and once in reverse, so that a missing barrier between threads
-    shows as a difference. An emulated test that launched no kernel fails: it would have
-    compared the reference with itself."""
+    wrappers and .cu sources, compiled by g++; skipped without g++), once with blocks and
+    threads run in index order and once in reverse, so that a missing barrier or a race
+    between threads shows as a difference. An emulated test that launched no kernel fails:
+    it would have compared the reference with itself."""
     import cuda_emu
 
     if request.param == "gpu":

@@ -2,7 +2,9 @@
 //
 // Every CUDA thread of a block is a fiber (ucontext) of one OS thread. Blocks run one after the
 // other; inside a block the fibers run round-robin, each until it reaches a barrier or ends, so a
-// launch is one legal schedule of the real GPU. What the emulator checks, beyond the results:
+// launch is one legal schedule of the real GPU. `reverse` runs blocks and threads in reverse
+// index order: a result that depends on the order shows a missing barrier or a race.
+// What the emulator checks, beyond the results:
 //  - __syncthreads() reached from different source lines by the threads of a block (barrier
 //    divergence, undefined on a GPU) fails, and so do full-mask warp shuffles that not all 32
 //    lanes of the warp reach (partial masks are not emulated);
@@ -241,9 +243,12 @@ inline int launch(void (*call)(void**), void** params, const unsigned* grid, con
     while (g_stacks.size() < nthr) g_stacks.push_back(static_cast<char*>(malloc(kStack)));
     for (unsigned i = 0; i < nthr; ++i) g_fibers[i].stack = g_stacks[i];
     g_warps.assign((nthr + 31) / 32, Warp{});
-    for (unsigned gz = 0; gz < grid[2]; ++gz)
-        for (unsigned gy = 0; gy < grid[1]; ++gy)
-            for (unsigned gx = 0; gx < grid[0]; ++gx) {
+    for (unsigned cz = 0; cz < grid[2]; ++cz)
+        for (unsigned cy = 0; cy < grid[1]; ++cy)
+            for (unsigned cx = 0; cx < grid[0]; ++cx) {  // reverse: blocks in reverse order too
+                const unsigned gx = reverse ? grid[0] - 1 - cx : cx;
+                const unsigned gy = reverse ? grid[1] - 1 - cy : cy;
+                const unsigned gz = reverse ? grid[2] - 1 - cz : cz;
                 g_block = {gx, gy, gz};
                 for (auto& s : g_dyn_smem) std::memset(s.first, 0xff, s.second);
                 g_live = (int)nthr;

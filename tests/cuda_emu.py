@@ -7,8 +7,9 @@ built-ins as plain C++; every CUDA thread a fiber, see that header) and installs
 so that the real wrappers (``spiking/kernels/cuda_*.py``) run unchanged on CPU tensors: their
 argument packing, buffer sizes, launch shapes and the kernels' indexing and math are all
 exercised. What it cannot show: speed, the GPU's own ``expf``/``exp`` rounding (glibc's here),
-races between threads that are not ordered by a barrier (each launch is one legal schedule;
-tests run both thread orders), and out-of-bounds accesses that land in mapped memory.
+and races between threads that are not ordered by a barrier (each launch is one legal
+schedule; the tests run blocks and threads in both orders). Out-of-bounds reads and writes
+show only when built with AddressSanitizer (``SPIKING_EMU_ASAN=1``, see :func:`asan_env`).
 
 Checks beyond the results, each a launch error (:class:`EmulationError`):
 - every argument against the kernel's C++ signature: count, pointer/integer/float kind and
