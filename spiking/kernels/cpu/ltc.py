@@ -39,83 +39,38 @@ gradients (``[B, N, N]``), summed afterwards.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 import torch
 from numba.extending import overload
 
 from spiking.kernels import ltc as K
+from spiking.kernels.cpu.vexp import exp_into32, exp_into64
 
 CALLS = {"fwd": 0, "bwd": 0}  # sentinel for tests: incremented by every fused run
 
 
-# The N^2 synapse sigmoids 1 / (1 + exp(z)) of each unfold are most of the work, and numba's
-# math.exp is a scalar libm call per element, so exp is written as plain arithmetic that LLVM
-# vectorises: z = k ln2 + r with |r| <= ln2/2 and ln2 split in two so that k ln2 is exact (Cody
-# and Waite 1980, "Software Manual for the Elementary Functions"), e^r by a polynomial, 2^k
-# written straight into the exponent bits (IEEE 754: binary64 bias 1023 and 52 mantissa bits,
-# binary32 bias 127 and 23). float64: Taylor series to r^13 (truncation < 5e-18 relative).
-# float32, in float32 as the reference computes it: the degree-7 polynomial and the ln2 split of
-# Cephes' expf (S. Moshier, Cephes Math Library, expf.c).
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 to 33 bits: k * _LN2_HI is exact for |k| < 2^20
-_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
-_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1
-_F = np.float32
-_LOG2E_F, _HALF_F, _ONE_F = _F(1.4426950408889634), _F(0.5), _F(1.0)
-_LN2_HI_F, _LN2_LO_F = _F(0.693359375), _F(-2.12194440e-4)
-_EXPF_P = tuple(_F(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
-                                4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
-_LO_F, _HI_F = _F(-87.33654), _F(88.72283)  # expf stays a normal float32 in between
+# The N^2 synapse sigmoids 1 / (1 + exp(z)) of each unfold are most of the work: they are
+# taken in one vectorised pass with the exp of spiking.kernels.cpu.vexp, in the precision of
+# the input (float32 as the reference computes it, or float64).
 
-
-@numba.njit(cache=True, inline="always")
-def _horner(r, coeffs):
-    """coeffs[0] r^(n-1) + ... + coeffs[n-1] (highest degree first)."""
-    p = coeffs[0]
-    for c in coeffs[1:]:
-        p = p * r + c
-    return p
-
-
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True)
 def _sigmoid_into64(z, sg, bits, scale):
-    """sg[m] = 1 / (1 + exp(z[m])) for float64 arrays; ``bits`` is int64 scratch of the same
-    length and ``scale`` its float64 view (made once by the caller: a view per call costs an
-    allocation). exp's argument is clamped to [-708, 709] (no overflow; the sigmoid is then
-    1 or 0 to the last bit); NaN stays NaN."""
-    n = z.shape[0]
-    for m in range(n):
-        x = z[m]
-        x = -708.0 if x < -708.0 else x
-        x = 709.0 if x > 709.0 else x
-        k = math.floor(x * _LOG2E + 0.5)
-        r = (x - k * _LN2_HI) - k * _LN2_LO
-        p = _horner(r, _TAYLOR)
-        sg[m] = p if z[m] == z[m] else z[m]  # NaN in, NaN out
-        bits[m] = (np.int64(k) + 1023) << 52
-    for m in range(n):
-        sg[m] = 1.0 / (1.0 + sg[m] * scale[m])
+    """sg[m] = 1 / (1 + exp(z[m])) for float64 arrays (``bits`` int64 scratch of the same
+    length, ``scale`` its float64 view); exact 0 and 1 where exp overflows or underflows,
+    NaN for NaN."""
+    exp_into64(z, sg, bits, scale)
+    for m in range(z.shape[0]):
+        sg[m] = 1.0 / (1.0 + sg[m])
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True)
 def _sigmoid_into32(z, sg, bits, scale):
-    """The float32 twin of :func:`_sigmoid_into64` (``bits`` int32, ``scale`` its float32
-    view); exp's argument is clamped to [-87.3, 88.7]."""
-    n = z.shape[0]
-    for m in range(n):
-        x = z[m]
-        x = _LO_F if x < _LO_F else x
-        x = _HI_F if x > _HI_F else x
-        k = np.floor(x * _LOG2E_F + _HALF_F)
-        r = (x - k * _LN2_HI_F) - k * _LN2_LO_F
-        p = _horner(r, _EXPF_P) * (r * r) + r + _ONE_F
-        sg[m] = p if z[m] == z[m] else z[m]
-        bits[m] = (np.int32(k) + np.int32(127)) << np.int32(23)
-    for m in range(n):
-        sg[m] = _ONE_F / (_ONE_F + sg[m] * scale[m])
+    """The float32 twin of :func:`_sigmoid_into64` (``bits`` int32, ``scale`` float32)."""
+    one = np.float32(1.0)
+    exp_into32(z, sg, bits, scale)
+    for m in range(z.shape[0]):
+        sg[m] = one / (one + sg[m])
 
 
 def _sigmoid_into(z, sg, bits, scale):

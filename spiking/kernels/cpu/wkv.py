@@ -43,7 +43,6 @@ and drift over long sequences.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -59,9 +58,13 @@ def _kernels():
         return _JIT["fwd"], _JIT["bwd"]
     import numba
 
+    from spiking.kernels.cpu.vexp import exp_into64
+
     # Each thread owns a block of _BLOCK adjacent (batch, channel) columns and walks T with
     # the block as the inner loop: every step reads and writes contiguous memory. Of the two
     # exponentials of a running-max rescale, one is exp(0) = 1: one exp(-|d|) and a select.
+    # A step first gathers the exponents of the whole block, then takes them in one
+    # vectorised pass (spiking.kernels.cpu.vexp), then finishes the block's update.
 
     @numba.njit(parallel=True, fastmath=False, cache=False)
     def fwd(w, u, k, v, a0, b0, p0, y, sa, sb, sp, af, bf, pf):
@@ -72,11 +75,19 @@ def _kernels():
             m = min(n_bc, j0 + _BLOCK) - j0
             sa_, sb_, sp_ = np.empty(m), np.empty(m), np.empty(m)
             ws, us = np.empty(m), np.empty(m)
+            z, e = np.empty(2 * m), np.empty(2 * m)   # exp arguments / values of one step
+            bits = np.empty(2 * m, dtype=np.int64)
+            scale = bits.view(np.float64)
             for i in range(m):
                 j = j0 + i
                 sa_[i], sb_[i], sp_[i] = a0[j], b0[j], p0[j]
                 ws[i], us[i] = w[j % n_c], u[j % n_c]
             for t in range(n_t):
+                for i in range(m):
+                    kt = np.float64(k[t, j0 + i])
+                    z[i] = -abs(sp_[i] - (us[i] + kt))        # output stage: max(p, u + k)
+                    z[m + i] = -abs(sp_[i] - ws[i] - kt)      # state update: max(p - w, k)
+                exp_into64(z, e, bits, scale)
                 for i in range(m):
                     j = j0 + i
                     a, b, p = sa_[i], sb_[i], sp_[i]
@@ -84,18 +95,15 @@ def _kernels():
                     sb[t, j] = b
                     sp[t, j] = p
                     kt, vt = np.float64(k[t, j]), np.float64(v[t, j])
-                    d = p - (us[i] + kt)                  # output stage: max(p, u + k)
-                    e = math.exp(-abs(d))
-                    if d >= 0:
-                        y[t, j] = (a + e * vt) / (b + e)
+                    e1, e2 = e[i], e[m + i]
+                    if p - (us[i] + kt) >= 0:
+                        y[t, j] = (a + e1 * vt) / (b + e1)
                     else:
-                        y[t, j] = (e * a + vt) / (e * b + 1.0)
-                    d = p - ws[i] - kt                    # state update: max(p - w, k)
-                    e = math.exp(-abs(d))
-                    if d >= 0:
-                        sa_[i], sb_[i], sp_[i] = a + e * vt, b + e, p - ws[i]
+                        y[t, j] = (e1 * a + vt) / (e1 * b + 1.0)
+                    if p - ws[i] - kt >= 0:
+                        sa_[i], sb_[i], sp_[i] = a + e2 * vt, b + e2, p - ws[i]
                     else:
-                        sa_[i], sb_[i], sp_[i] = e * a + vt, e * b + 1.0, kt
+                        sa_[i], sb_[i], sp_[i] = e2 * a + vt, e2 * b + 1.0, kt
             for i in range(m):
                 j = j0 + i
                 af[j], bf[j], pf[j] = sa_[i], sb_[i], sp_[i]
@@ -110,32 +118,42 @@ def _kernels():
             als, bes, qs = np.zeros(m), np.zeros(m), np.full(m, -1e38)
             dws, dus = np.zeros(m), np.zeros(m)
             ws, us = np.empty(m), np.empty(m)
+            z, e = np.empty(4 * m), np.empty(4 * m)   # the 4 exp of a step, block by block
+            bits = np.empty(4 * m, dtype=np.int64)
+            scale = bits.view(np.float64)
             for i in range(m):
                 ws[i], us[i] = w[(j0 + i) % n_c], u[(j0 + i) % n_c]
             for t in range(n_t - 1, -1, -1):
                 for i in range(m):
                     j = j0 + i
+                    kt, p, q = np.float64(k[t, j]), np.float64(sp[t, j]), qs[i]
+                    d = p - (us[i] + kt)                  # big = max(p, u + k)
+                    big = p if d >= 0 else us[i] + kt
+                    z[i] = -abs(d)
+                    z[m + i] = kt + q
+                    z[2 * m + i] = p + q - ws[i]
+                    z[3 * m + i] = -abs(q - ws[i] + big)  # q' = max(q - w, -big)
+                exp_into64(z, e, bits, scale)
+                for i in range(m):
+                    j = j0 + i
                     wc, al, be, q = ws[i], als[i], bes[i], qs[i]
                     kt, vt, yt = np.float64(k[t, j]), np.float64(v[t, j]), np.float64(y[t, j])
                     p, sat, sbt = np.float64(sp[t, j]), np.float64(sa[t, j]), np.float64(sb[t, j])
-                    d = p - (us[i] + kt)                  # big = max(p, u + k)
-                    e = math.exp(-abs(d))
+                    d = p - (us[i] + kt)
                     if d >= 0:
-                        big, e1, e2 = p, 1.0, e
+                        big, e1, e2 = p, 1.0, e[i]
                     else:
-                        big, e1, e2 = us[i] + kt, e, 1.0
+                        big, e1, e2 = us[i] + kt, e[i], 1.0
                     r = gy[t, j] / (e1 * sbt + e2)
-                    ek = math.exp(kt + q)
+                    ek = e[m + i]
                     gv[t, j] = r * e2 + ek * al
                     gk[t, j] = r * e2 * (vt - yt) + ek * (vt * al + be)
                     dus[i] += r * e2 * (vt - yt)
-                    dws[i] -= math.exp(p + q - wc) * (sat * al + sbt * be)
-                    d = q - wc + big                      # q' = max(q - w, -big)
-                    e = math.exp(-abs(d))
-                    if d >= 0:
-                        f1, f2, qs[i] = 1.0, e, q - wc
+                    dws[i] -= e[2 * m + i] * (sat * al + sbt * be)
+                    if q - wc + big >= 0:
+                        f1, f2, qs[i] = 1.0, e[3 * m + i], q - wc
                     else:
-                        f1, f2, qs[i] = e, 1.0, -big
+                        f1, f2, qs[i] = e[3 * m + i], 1.0, -big
                     als[i] = f1 * al + f2 * r
                     bes[i] = f1 * be - f2 * r * yt
             for i in range(m):
