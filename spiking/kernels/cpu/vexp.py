@@ -11,7 +11,7 @@ binary64 bias 1023 and 52 mantissa bits, binary32 bias 127 and 23).
 - float32 (:func:`exp_into32`): the degree-7 polynomial and the ln2 split of Cephes' expf
   (S. Moshier, Cephes Math Library, expf.c), in float32 throughout.
 
-Both are within about one unit in the last place of the exact value (tests/kernels/test_ltc.py
+Both are within about one unit in the last place of the exact value (tests/kernels/test_vexp.py
 measures them against long double), give +inf above the largest finite result, 0 below the
 smallest normal one (no subnormal results) and NaN for NaN. ``bits`` is integer scratch of the
 length of ``x`` and ``scale`` its float view, both made once by the caller (a view per call
@@ -26,8 +26,11 @@ import numba
 import numpy as np
 
 _LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 to 33 bits: k * _LN2_HI is exact for |k| < 2^20
-_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+# ln 2 split as fdlibm's e_exp.c splits it (Sun Microsystems): the last 21 bits of _LN2_HI's
+# mantissa are zero, so k * _LN2_HI is exact for |k| < 2^21 (here |k| <= 1024);
+# _LN2_LO = ln 2 - _LN2_HI. float32: _LN2_HI_F = 0.693359375 has 9 significant bits.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
 _TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1
 # e^x is a normal float64 for x in [_LO, _HI] (ln of the smallest normal is -708.3964, of the
 # largest finite 709.7827); at the top k = 1024 is applied as 2 * 2^1023.
