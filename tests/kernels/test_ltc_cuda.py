@@ -129,6 +129,12 @@ def test_cuda_float64_equals_reference(T, B, n_in, n, k, ts_kind, patch, cuda_de
     out_f, g_f = _run_with_grads(lambda *a, **kw: K.run(*a, backend="cuda", **kw), x, v0, ts,
                                  p, names)
     assert CL.CALLS == {"fwd": before["fwd"] + 1, "bwd": before["bwd"] + 1}
+    if cuda_device == "cpu":  # under the emulator, which records every launch: one block each
+        import cuda_emu
+
+        fwd, bwd = cuda_emu.LAUNCHES[-2:]
+        assert fwd[0].startswith("ltc_fwd_") and bwd[0].startswith("ltc_bwd_")
+        assert fwd[1] == bwd[1] == (B,)
     _compare(out_r, g_r, out_f, g_f, names, ts, 1e-10)
 
 
