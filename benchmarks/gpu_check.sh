@@ -4,7 +4,7 @@
 # in its image, the peers not).
 #
 #   bash benchmarks/gpu_check.sh --fetch   # here, once: wheels of the peers into .whl/
-#                                          # (add /.whl/ to .git/info/exclude; ~3 MB)
+#                                          # (~3 MB; .whl/ is added to .git/info/exclude)
 #   bash benchmarks/gpu_check.sh           # there (device run, carry [".whl"]), ~5-8 minutes
 #
 # On the GPU machine it installs the carried wheels into /tmp/site (nothing else is installed:
@@ -23,6 +23,9 @@ cd "$(dirname "$0")/.."
 PEERS="snntorch==1.0.0 spikingjelly==2.0.0 nir==1.0.8 nirtorch==2.6 loguru==0.7.3"
 if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .whl
+    if [ -d .git/info ] && ! grep -qx '/.whl/' .git/info/exclude 2>/dev/null; then
+        echo '/.whl/' >>.git/info/exclude  # carried to the GPU machine, never committed
+    fi
     # pure-Python wheels; norse 1.1.0 ships only an sdist, built into a wheel here
     python3 -m pip download -q --no-deps --only-binary=:all: -d .whl $PEERS || exit 1
     python3 -m pip download -q --no-deps --no-binary=:all: -d .whl/src norse==1.1.0 || exit 1
