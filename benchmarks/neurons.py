@@ -236,7 +236,7 @@ def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16) -> list
     ours_label = f"ours {fused} Linear+LIF"
     runners = [(ours_label, lambda: ours("LIF", fused))]
     runners += [(f"{label} Linear+LIF", f) for label, versus, f in peers(device)
-                if versus.endswith("LIF") and "CubaLIF" not in versus]
+                if not versus.endswith("CubaLIF")]
     rows = []
     for n in sizes:
         x = torch.rand(t, b, n, device=device)

@@ -111,6 +111,15 @@ def real_cuda_reason() -> str | None:
     return None
 
 
+def needs_gpu(fn):
+    """Marker of a test that only a real GPU can run (torch.compile, streams): marked ``cuda``
+    and skipped with :func:`real_cuda_reason`."""
+    import pytest
+
+    reason = real_cuda_reason()
+    return pytest.mark.cuda(pytest.mark.skipif(reason is not None, reason=str(reason))(fn))
+
+
 _DYN_SMEM = re.compile(r"extern\s+__shared__\s+(?:__align__\((\d+)\)\s+)?"
                        r"([A-Za-z_][\w ]*?)\s+(\w+)\s*\[\s*\]\s*;")
 _KERNEL = re.compile(r'extern\s+"C"\s+void\s+(\w+)\s*\(')
@@ -148,7 +157,6 @@ def _run(cmd: list[str], what: str) -> str:
     return r.stdout
 
 
-_LIBS: dict[str, tuple[ctypes.CDLL, list[str]]] = {}
 _BUILT: dict[tuple[str, tuple], tuple[ctypes.CDLL, list[str]]] = {}
 
 
@@ -168,9 +176,6 @@ def build(code: str, options=()) -> tuple[ctypes.CDLL, list[str]]:
         names = [k for k in _KERNEL.findall(pre) if not k.startswith("emu_")]
         key = hashlib.sha256((pre + HEADER.read_text() + " ".join(cxxflags())).encode())
         key = key.hexdigest()[:24]
-        if key in _LIBS:
-            _BUILT[code, tuple(options)] = _LIBS[key]
-            return _LIBS[key]
         lib_path = CACHE / f"{key}.so"
         if not lib_path.exists():
             tu = Path(tmp, "tu.cpp")
@@ -184,8 +189,8 @@ def build(code: str, options=()) -> tuple[ctypes.CDLL, list[str]]:
     lib.emu_launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
                                ctypes.POINTER(ctypes.c_uint), ctypes.c_size_t, ctypes.c_int,
                                ctypes.c_char_p, ctypes.c_int]
-    _LIBS[key] = _BUILT[code, tuple(options)] = (lib, names)
-    return _LIBS[key]
+    _BUILT[code, tuple(options)] = (lib, names)
+    return lib, names
 
 
 # ---- the cupy stand-in -------------------------------------------------------------------------

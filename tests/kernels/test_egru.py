@@ -10,7 +10,6 @@ from spiking.kernels import dispatch
 from spiking.kernels import egru as K
 
 CPU_OK = dispatch.backend_status()["cpu"] is None
-CUDA_OK = dispatch.backend_status()["cuda"] is None
 
 
 def sig(x):

@@ -10,7 +10,7 @@ exactly as the reference's float32 upcast, then rounded once.
 
 import pytest
 import torch
-from cuda_emu import real_cuda_reason
+from cuda_emu import needs_gpu
 from fused_helpers import TOL, assert_close, run_and_grad
 from test_li_fused import make_case as make_li
 from test_lif_fused import KINDS, make_case
@@ -92,8 +92,7 @@ def test_li_cuda_matches_reference(syn, dtype, cuda_device):
     compare(KLI, *to_cuda(*case[:3], dtype, cuda_device), dtype)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(real_cuda_reason() is not None, reason=str(real_cuda_reason()))
+@needs_gpu
 def test_cuda_torch_compile():
     x, state, p, _ = to_cuda(*make_case("alif_syn", per_neuron=True, dtype=torch.float64,
                                         shape=(8, 2, 64))[:3], torch.float32)

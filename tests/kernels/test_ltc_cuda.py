@@ -14,6 +14,7 @@ import re
 
 import pytest
 import torch
+from cuda_emu import needs_gpu
 from test_ltc import _run_with_grads, random_params  # tests/kernels is on sys.path
 
 from spiking.kernels import dispatch, nvrtc
@@ -22,18 +23,6 @@ from spiking.kernels import ltc as K
 CL = pytest.importorskip("spiking.kernels.cuda_ltc")
 D = torch.float64
 SRC = nvrtc.CUDA_DIR / "ltc.cu"
-GPU = torch.cuda.is_available()
-try:
-    import cupy  # noqa: F401
-    CUPY = True
-except Exception:  # noqa: BLE001 - any import failure means no cupy
-    CUPY = False
-_skip = pytest.mark.skipif(not (GPU and CUPY), reason=(
-    f"needs a CUDA GPU and cupy (torch.cuda.is_available() is {GPU}, cupy importable: {CUPY})"))
-
-
-def needs_gpu(fn):
-    return pytest.mark.cuda(_skip(fn))
 KERNELS = ("ltc_fwd_f32", "ltc_fwd_f64", "ltc_bwd_f32", "ltc_bwd_f64")
 
 

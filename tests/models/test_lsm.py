@@ -9,7 +9,6 @@ from spiking.kernels import lsm as K
 from spiking.models.lsm import LSM, ridge, spectral_radius_of
 
 CPU_OK = dispatch.backend_status()["cpu"] is None
-CUDA_OK = dispatch.backend_status()["cuda"] is None
 
 
 def _dense(m):
