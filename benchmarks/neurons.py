@@ -30,6 +30,7 @@ memory as ratios to ours, with the TF32 state of the matmuls.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import platform
@@ -283,8 +284,9 @@ def machine() -> dict:
     except OSError:
         info["cpu"] = platform.processor()
     for mod in ("numba", "snntorch", "norse", "spikingjelly", "cupy"):
-        try:
-            info[mod] = __import__(mod).__version__
+        try:  # SpikingJelly has no __version__: its distribution's metadata has it
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", None) or importlib.metadata.version(mod)
         except Exception:  # noqa: BLE001
             info[mod] = None
     if torch.cuda.is_available():
