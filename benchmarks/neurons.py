@@ -22,6 +22,11 @@ equivalent of the row it is compared with:
 - Norse ``LIF`` (sequence module, current-based LIF)                 vs our ``CubaLIF``;
 - SpikingJelly ``LIFNode(step_mode="m")`` (multi-step)               vs our ``LIF``.
 
+SpikingJelly's CuPy LIF exists up to release 0.0.0.0.14; 2.0 replaced it with its own CUDA /
+Triton / torch dispatch (``SJ_LIF_CUDA_IMPLEMENTATION``). On a GPU the table has a ``(cupy)``
+row either way: with 2.x it says why it did not run. ``benchmarks/gpu_check.sh`` runs the table
+with 0.0.0.0.14 and once more with 2.0.0 (``--peers SpikingJelly``).
+
 On a GPU, also the Open Neuromorphic replica (Linear(N, N) + LIF, B=16, T=500, N in 4096,
 8192, 16384): ours against SpikingJelly (cupy and torch), snnTorch and Norse, time and peak
 memory as ratios to ours, with the TF32 state of the matmuls.
@@ -31,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import inspect
 import json
 import math
+import os
 import platform
 import statistics
 import time
 
+import numpy as np
 import torch
 
 CPU_SHAPES = [(100, 32, 512), (500, 16, 128)]
@@ -151,10 +159,28 @@ def norse_lifbox():
     return run
 
 
+def spikingjelly_version() -> str | None:
+    try:
+        return importlib.metadata.version("spikingjelly")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def spikingjelly_lif(backend=None):
+    """SpikingJelly's multi-step ``LIFNode``. Its CuPy backend exists up to 0.0.0.0.14 (the
+    ``backend=`` argument); 2.0 removed it (there a CUDA tensor goes to SpikingJelly's native
+    CUDA, Triton or torch implementation, chosen by ``SJ_LIF_CUDA_IMPLEMENTATION``)."""
     from spikingjelly.activation_based import functional, neuron
 
-    kw = {"backend": backend} if backend else {}
+    legacy = "backend" in inspect.signature(neuron.LIFNode).parameters
+    if backend == "cupy" and not legacy:
+        raise RuntimeError(f"SpikingJelly {spikingjelly_version()} has no CuPy backend "
+                           "(removed in 2.0; spikingjelly==0.0.0.0.14 has it)")
+    if backend == "cupy" and not hasattr(np, "int"):
+        # 0.0.0.0.14's CuPy launcher compares integer arguments' dtype with np.int, which
+        # NumPy 1.24 removed (spikingjelly issue #595): restore the alias of int it meant.
+        np.int = int
+    kw = {"backend": backend or "torch"} if legacy else {}
     m = neuron.LIFNode(tau=TAU / DT, decay_input=False, step_mode="m", **kw)
 
     def run(x):
@@ -163,20 +189,28 @@ def spikingjelly_lif(backend=None):
     return run
 
 
-def peers(device):
-    """(label, compared-with label, factory) for every installed peer."""
+def peers(device, only=None):
+    """(label, compared-with label, factory) for every peer; ``only``: keep the labels that
+    contain one of these strings (case-insensitive)."""
+    sj = "SpikingJelly LIFNode m (torch)"
+    if device.type == "cuda" and (spikingjelly_version() or "0").split(".")[0] not in ("", "0"):
+        # 2.x picks its CUDA implementation itself: say which one was asked for
+        sj = ("SpikingJelly LIFNode m (SJ_LIF_CUDA_IMPLEMENTATION="
+              f"{os.environ.get('SJ_LIF_CUDA_IMPLEMENTATION', 'auto')})")
     out = [("snnTorch Leaky", "ours cpu LIF", snntorch_leaky),
            ("Norse LIFBoxCell loop", "ours cpu LIF", norse_lifbox),
            ("Norse LIF", "ours cpu CubaLIF", norse_lif),
-           ("SpikingJelly LIFNode m (torch)", "ours cpu LIF", spikingjelly_lif)]
+           (sj, "ours cpu LIF", spikingjelly_lif)]
     if device.type == "cuda":
         out = [(a, b.replace("cpu", "cuda"), f) for a, b, f in out]
         out.append(("SpikingJelly LIFNode m (cupy)", "ours cuda LIF",
                     lambda: spikingjelly_lif("cupy")))
+    if only:
+        out = [p for p in out if any(o.lower() in p[0].lower() for o in only)]
     return out
 
 
-def bench_shape(shape, device, repeat, bw) -> list[dict]:
+def bench_shape(shape, device, repeat, bw, only=None) -> list[dict]:
     t, b, n = shape
     x0 = torch.rand(shape, device=device) * 0.3
     fused = "cuda" if device.type == "cuda" else "cpu"
@@ -185,7 +219,7 @@ def bench_shape(shape, device, repeat, bw) -> list[dict]:
     runners += [(f"ours {fused} {k}", None, lambda k=k: ours(k, fused)) for k in ("LIF",
                                                                                  "CubaLIF")]
     runners.append((DENSE.format(fused), None, lambda: ours("LIF", fused)))
-    runners += peers(device)
+    runners += peers(device, only)
     rows, steps = [], t * b * n
     grad = torch.randn(shape, device=device)
     for label, versus, factory in runners:
@@ -227,7 +261,8 @@ def bench_shape(shape, device, repeat, bw) -> list[dict]:
     return rows
 
 
-def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16) -> list[dict]:
+def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16,
+                            only=None) -> list[dict]:
     """Linear(N, N) + LIF, B=16, T=500, forward+backward of ``out.sum()``: ours and every
     installed peer at each N (on a GPU: ours cuda against SpikingJelly's cupy and torch
     multi-step LIF, snnTorch, Norse), time, peak memory (GPU) and the TF32 state. The Linear
@@ -236,7 +271,7 @@ def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16) -> list
     fused = "cuda" if device.type == "cuda" else "cpu"
     ours_label = f"ours {fused} Linear+LIF"
     runners = [(ours_label, lambda: ours("LIF", fused))]
-    runners += [(f"{label} Linear+LIF", f) for label, versus, f in peers(device)
+    runners += [(f"{label} Linear+LIF", f) for label, versus, f in peers(device, only)
                 if not versus.endswith("CubaLIF")]
     rows = []
     for n in sizes:
@@ -327,6 +362,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed repetitions (median)")
     ap.add_argument("--quick", action="store_true", help="first CPU shape only")
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    ap.add_argument("--peers", type=lambda v: [p for p in v.split(",") if p],
+                    help="only the peers whose label contains one of these comma-separated "
+                         "strings, e.g. 'SpikingJelly' (our rows always run)")
     args = ap.parse_args(argv)
     info = machine()
     # What our first fused CPU call would do, done before any row so that every row (ours,
@@ -343,9 +381,9 @@ def main(argv=None) -> int:
         info[f"copy_bandwidth_gbs_{device.type}"] = bw / 1e9
         shapes = CPU_SHAPES if device.type == "cpu" else GPU_SHAPES
         for shape in shapes[:1] if args.quick else shapes:
-            rows += bench_shape(shape, device, args.repeat, bw)
+            rows += bench_shape(shape, device, args.repeat, bw, args.peers)
         if device.type == "cuda" and not args.quick:
-            rows += bench_open_neuromorphic(device, args.repeat)
+            rows += bench_open_neuromorphic(device, args.repeat, only=args.peers)
     print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     print(table(rows))
     if args.json:
