@@ -113,20 +113,20 @@ def saved_bytes(fn) -> int:
     return total[0]
 
 
-# ---- runners: each returns f(x) -> spikes [T, B, N] -----------------------------------------
+# ---- runners: factory(device) returns f(x) -> spikes [T, B, N], its module on that device --
 
-def ours(kind, backend):
+def ours(kind, backend, device):
     import spiking
 
     cls = {"LIF": spiking.LIF, "CubaLIF": spiking.CubaLIF}[kind]
-    m = cls(tau_mem=TAU, dt=DT, backend=backend)
+    m = cls(tau_mem=TAU, dt=DT, backend=backend).to(device)
     return lambda x: m(x)[0]
 
 
-def snntorch_leaky():
+def snntorch_leaky(device):
     import snntorch as snn
 
-    lif = snn.Leaky(beta=BETA, threshold=1.0, reset_mechanism="subtract")
+    lif = snn.Leaky(beta=BETA, threshold=1.0, reset_mechanism="subtract").to(device)
 
     def run(x):
         mem = torch.zeros_like(x[0])
@@ -138,17 +138,19 @@ def snntorch_leaky():
     return run
 
 
-def norse_lif():
+def norse_lif(device):
     import norse.torch as nt
 
-    m = nt.LIF(nt.LIFParameters(tau_mem_inv=torch.tensor(1 / TAU)), dt=DT)
+    m = nt.LIF(nt.LIFParameters(tau_mem_inv=torch.tensor(1 / TAU, device=device)),
+               dt=DT).to(device)
     return lambda x: m(x)[0]
 
 
-def norse_lifbox():
+def norse_lifbox(device):
     import norse.torch as nt
 
-    cell = nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(1 / TAU)), dt=DT)
+    cell = nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(1 / TAU, device=device)),
+                         dt=DT).to(device)
 
     def run(x):
         state, out = None, []
@@ -166,7 +168,7 @@ def spikingjelly_version() -> str | None:
         return None
 
 
-def spikingjelly_lif(backend=None):
+def spikingjelly_lif(device, backend=None):
     """SpikingJelly's multi-step ``LIFNode``. Its CuPy backend exists up to 0.0.0.0.14 (the
     ``backend=`` argument); 2.0 removed it (there a CUDA tensor goes to SpikingJelly's native
     CUDA, Triton or torch implementation, chosen by ``SJ_LIF_CUDA_IMPLEMENTATION``)."""
@@ -181,7 +183,7 @@ def spikingjelly_lif(backend=None):
         # NumPy 1.24 removed (spikingjelly issue #595): restore the alias of int it meant.
         np.int = int
     kw = {"backend": backend or "torch"} if legacy else {}
-    m = neuron.LIFNode(tau=TAU / DT, decay_input=False, step_mode="m", **kw)
+    m = neuron.LIFNode(tau=TAU / DT, decay_input=False, step_mode="m", **kw).to(device)
 
     def run(x):
         functional.reset_net(m)
@@ -204,7 +206,7 @@ def peers(device, only=None):
     if device.type == "cuda":
         out = [(a, b.replace("cpu", "cuda"), f) for a, b, f in out]
         out.append(("SpikingJelly LIFNode m (cupy)", "ours cuda LIF",
-                    lambda: spikingjelly_lif("cupy")))
+                    lambda d: spikingjelly_lif(d, "cupy")))
     if only:
         out = [p for p in out if any(o.lower() in p[0].lower() for o in only)]
     return out
@@ -214,20 +216,18 @@ def bench_shape(shape, device, repeat, bw, only=None) -> list[dict]:
     t, b, n = shape
     x0 = torch.rand(shape, device=device) * 0.3
     fused = "cuda" if device.type == "cuda" else "cpu"
-    runners = [(f"ours reference {k}", None, lambda k=k: ours(k, "reference"))
+    runners = [(f"ours reference {k}", None, lambda d, k=k: ours(k, "reference", d))
                for k in ("LIF", "CubaLIF")]
-    runners += [(f"ours {fused} {k}", None, lambda k=k: ours(k, fused)) for k in ("LIF",
+    runners += [(f"ours {fused} {k}", None, lambda d, k=k: ours(k, fused, d)) for k in ("LIF",
                                                                                  "CubaLIF")]
-    runners.append((DENSE.format(fused), None, lambda: ours("LIF", fused)))
+    runners.append((DENSE.format(fused), None, lambda d: ours("LIF", fused, d)))
     runners += peers(device, only)
     rows, steps = [], t * b * n
     grad = torch.randn(shape, device=device)
     for label, versus, factory in runners:
         row = {"shape": f"T={t} B={b} N={n}", "impl": label, "versus": versus}
         try:
-            f = factory()
-            if device.type == "cuda" and hasattr(f, "to"):
-                f = f.to(device)
+            f = factory(device)
             xg = x0.clone().requires_grad_()
 
             def fwd(f=f):
@@ -270,7 +270,7 @@ def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16,
     Device-generic so that it can be smoke-tested on the CPU with small sizes."""
     fused = "cuda" if device.type == "cuda" else "cpu"
     ours_label = f"ours {fused} Linear+LIF"
-    runners = [(ours_label, lambda: ours("LIF", fused))]
+    runners = [(ours_label, lambda d: ours("LIF", fused, d))]
     runners += [(f"{label} Linear+LIF", f) for label, versus, f in peers(device, only)
                 if not versus.endswith("CubaLIF")]
     rows = []
@@ -281,9 +281,7 @@ def bench_open_neuromorphic(device, repeat, sizes=ON_SIZES, t=500, b=16,
                    "versus": None if label == ours_label else ours_label}
             try:
                 lin = torch.nn.Linear(n, n, device=device)
-                f = factory()
-                if hasattr(f, "to"):
-                    f = f.to(device)
+                f = factory(device)
 
                 def step(lin=lin, f=f, x=x):
                     f(lin(x)).sum().backward()

@@ -68,8 +68,8 @@ def _fake_spikingjelly(monkeypatch, version, legacy):
 def test_spikingjelly_cupy_row_needs_the_release_that_has_it(monkeypatch):
     nb, built = _fake_spikingjelly(monkeypatch, "2.0.0", legacy=False)
     with pytest.raises(RuntimeError, match=r"2\.0\.0 has no CuPy backend.*0\.0\.0\.0\.14"):
-        nb.spikingjelly_lif("cupy")
-    nb.spikingjelly_lif()  # its own implementation choice, no backend argument
+        nb.spikingjelly_lif("cpu", "cupy")
+    nb.spikingjelly_lif("cpu")  # its own implementation choice, no backend argument
     assert built == [None]
     labels = [p[0] for p in nb.peers(torch.device("cuda"))]
     assert "SpikingJelly LIFNode m (SJ_LIF_CUDA_IMPLEMENTATION=auto)" in labels
@@ -82,12 +82,12 @@ def test_spikingjelly_legacy_cupy_row_gets_its_backend_and_numpy_alias(monkeypat
     had_alias = "int" in vars(np)  # NumPy >= 1.24 has none: the shim puts it back for the peer
     nb, built = _fake_spikingjelly(monkeypatch, "0.0.0.0.14", legacy=True)
     try:
-        f = nb.spikingjelly_lif("cupy")
+        f = nb.spikingjelly_lif("cpu", "cupy")
         assert np.dtype("int64") == np.int and np.dtype("float32") != np.int
     finally:
         if not had_alias:
             vars(np).pop("int", None)
-    nb.spikingjelly_lif()
+    nb.spikingjelly_lif("cpu")
     assert built == ["cupy", "torch"]
     x = torch.ones(2, 1, 3)
     assert torch.equal(f(x), x)
