@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 # SpikingJelly: 0.0.0.0.14 is the last release with the CuPy LIF that issue 3 compares with
 # (2.0 removed it); 2.0.0 (+ loguru) goes to .whl/sj2 for a run of its own (one version per process).
-PEERS="snntorch==1.0.0 spikingjelly==0.0.0.0.14 nir==1.0.8 nirtorch==2.6"
+PEERS="snntorch==1.0.0 spikingjelly==0.0.0.0.14 nir==1.0.8 nirtorch==2.6 ncps==1.0.1"
 SJ2="spikingjelly==2.0.0 loguru==0.7.3"
 if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .whl
