@@ -34,7 +34,7 @@ def assert_close(name: str, got, ref, dtype, exact: bool = False) -> None:
 
 def weights_like(t: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.device, t.dtype)
 
 
 def loss_of(out, final, traj) -> torch.Tensor:
