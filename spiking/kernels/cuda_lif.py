@@ -50,6 +50,15 @@ def _c(t):
     return None if t is None or t.numel() == 0 else t.contiguous()
 
 
+def _grad_rows(g, m: int):
+    """The gradient of the output ``[T, M]`` and its time stride for the backward kernel: one
+    broadcast over time (stride 0, as the gradient of a sum over steps arrives) as its single
+    row with stride 0, instead of a materialised ``[T, M]`` copy; else contiguous, stride M."""
+    if fused.broadcast_over_time(g):
+        return g[:1].contiguous(), 0
+    return _c(g), m
+
+
 def _launch(source: str, name: str, dtype: torch.dtype, device: torch.device, m: int, args):
     import cupy
 
@@ -105,14 +114,15 @@ def lif_backward(g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h, i_
     gi0 = fused.alloc((m if syn else 0,), s, h.device)
     ga0 = fused.alloc((m if ada else 0,), s, h.device)
     gp = fused.alloc((len(fused.LIF_PARAMS), m), c, h.device)
-    grads = [_c(g) for g in (g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr)]
+    g_out, g_ts = _grad_rows(g_out, m)
+    grads = [g_out, *[_c(g) for g in (g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr)]]
     params = [q.contiguous() for q in params]
     k1, k2 = fused.surrogate_consts(cfg[5], sur_alpha)
     f = _scalar(c)
     args = [*[_ptr(g) for g in grads], _ptr(v0), _ptr(i0), _ptr(a0), _ptr(h), _ptr(i_st),
             _ptr(a_st), _ptr(x), *_param_args(params), np.int32(t), np.int64(m),
             *[np.int32(v) for v in (syn, ada, cfg[2], cfg[3], cfg[4], cfg[5])], f(k1), f(k2),
-            _ptr(gx), _ptr(gv0), _ptr(gi0), _ptr(ga0), _ptr(gp)]
+            np.int64(g_ts), _ptr(gx), _ptr(gv0), _ptr(gi0), _ptr(ga0), _ptr(gp)]
     _launch("lif.cu", "lif_bwd", s, h.device, m, args)
     return gx, gv0, gi0, ga0, gp
 

@@ -65,6 +65,13 @@ def alloc(shape, dtype: torch.dtype, device) -> Tensor:
     return torch.full(shape, PREFILL, dtype=dtype, device=device)
 
 
+def broadcast_over_time(g: Tensor | None) -> bool:
+    """Whether a ``[T, M]`` output gradient is one row broadcast over time (stride 0, T > 1),
+    as the gradient of a sum over steps (``out.sum()``, a spike-count loss) arrives: the
+    backward kernels then read that row for every step instead of a materialised copy."""
+    return g is not None and g.dim() == 2 and g.shape[0] > 1 and g.stride(0) == 0
+
+
 def register_kernel(op: str, device_type: str, fn: Callable) -> None:
     if device_type == "cpu":
         fn = with_torch_threads(fn)

@@ -265,7 +265,7 @@ def _grad_rows(g, dt):
     """The gradient of the output ``[T, M]`` as numpy; one broadcast over time (stride 0, as
     the gradient of a sum or mean over steps, e.g. a spike-count loss, arrives) as its single
     row ``[1, M]``, which the kernels read for every step, instead of a materialised copy."""
-    if g is not None and g.dim() == 2 and g.shape[0] > 1 and g.stride(0) == 0:
+    if fused.broadcast_over_time(g):
         g = g[:1]
     return _np(g, dt, 2)
 

@@ -84,17 +84,19 @@ __device__ __forceinline__ void lif_fwd_impl(FWD_ARGS(S, C)) {
     if (ada) store(aT + j, a);
 }
 
-// Gradients that are absent (unused outputs) are null pointers.
+// Gradients that are absent (unused outputs) are null pointers. g_ts is the time stride of
+// g_out in elements: M, or 0 when the gradient is one row broadcast over time (the gradient of
+// a sum over steps, e.g. out.sum() or a spike-count loss), read for every step.
 #define BWD_ARGS(S, C) const S* __restrict__ g_out, const S* __restrict__ g_vT,                \
     const S* __restrict__ g_iT, const S* __restrict__ g_aT, const S* __restrict__ g_vtr,      \
     const S* __restrict__ g_itr, const S* __restrict__ g_atr, const S* __restrict__ v0,       \
     const S* __restrict__ i0, const S* __restrict__ a0, const C* __restrict__ h_st,           \
     const C* __restrict__ i_st, const C* __restrict__ a_st, const S* __restrict__ x,          \
     PARAM_ARGS(C), int T, long long M, int syn, int ada, int reset, int delay, int cfirst,    \
-    int sid, C k1, C k2, S* __restrict__ gx, S* __restrict__ gv0, S* __restrict__ gi0,        \
-    S* __restrict__ ga0, C* __restrict__ gp
+    int sid, C k1, C k2, long long g_ts, S* __restrict__ gx, S* __restrict__ gv0,           \
+    S* __restrict__ gi0, S* __restrict__ ga0, C* __restrict__ gp
 #define BWD_NAMES g_out, g_vT, g_iT, g_aT, g_vtr, g_itr, g_atr, v0, i0, a0, h_st, i_st, a_st, \
-    x, PARAM_NAMES, T, M, syn, ada, reset, delay, cfirst, sid, k1, k2, gx, gv0, gi0, ga0, gp
+    x, PARAM_NAMES, T, M, syn, ada, reset, delay, cfirst, sid, k1, k2, g_ts, gx, gv0, gi0, ga0, gp
 
 template <typename S, typename C>
 __device__ __forceinline__ void lif_bwd_impl(BWD_ARGS(S, C)) {
@@ -150,7 +152,7 @@ __device__ __forceinline__ void lif_bwd_impl(BWD_ARGS(S, C)) {
             gh = gv * (one - s);
             d_vr += gv * s;
         }
-        C gs = g_out ? load(g_out + k) : zero;
+        C gs = g_out ? load(g_out + (long long)t * g_ts + j) : zero;
         C ga_dec = zero;
         if (ada) {
             gs += p_aj * ga;
