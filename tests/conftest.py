@@ -52,7 +52,7 @@ def one_thread_counts():
                         "emulated-reverse"])
 def cuda_device(request, monkeypatch):
     """Device string for tests of the CUDA kernels: on a real GPU through CuPy ("cuda";
-    skipped without one) and under the CPU emulator of tests/cuda_emu.py ("cpu": the same
+    skipped without one) and under the CPU emulator of tests/cuda_emu.py ("cpu:0": the same
     wrappers and .cu sources, compiled by g++; skipped without g++), once with blocks and
     threads run in index order and once in reverse, so that a missing barrier or a race
     between threads shows as a difference. An emulated test that launched no kernel fails:
@@ -72,5 +72,6 @@ def cuda_device(request, monkeypatch):
     monkeypatch.setattr(cuda_emu, "order", "reverse" if request.param.endswith("reverse")
                         else "forward")
     before = len(cuda_emu.LAUNCHES)
-    yield "cpu"
+    with cuda_emu.DeviceTracker():  # device mix-ups a GPU would refuse are errors here too
+        yield cuda_emu.DEVICE
     assert len(cuda_emu.LAUNCHES) > before, "no kernel was launched under the CUDA emulator"

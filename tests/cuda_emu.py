@@ -20,6 +20,13 @@ Checks beyond the results, each a launch error (:class:`EmulationError`):
 - launch shapes within CUDA's limits (1,024 threads per block; grid y, z <= 65,535), no empty
   grid or block; dynamic shared memory <= 48 KiB;
 - barrier divergence, warp shuffles without all 32 lanes, deadlocks (``cuda_emu.h``).
+
+And one check the CPU tensors would otherwise hide: which device a tensor would be on.
+:class:`DeviceTracker` (active in every emulated test) follows the tensors that stand for GPU
+tensors (moved or created with ``device=DEVICE``, "cpu:0", or computed from such) and those
+that are plainly on the host (made without a device), and raises where a GPU would refuse: an
+op mixing the two (a 0-dim host tensor is allowed, as in torch), ``.numpy()`` of a GPU tensor,
+or a host tensor handed to a kernel.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
@@ -193,6 +203,100 @@ def build(code: str, options=()) -> tuple[ctypes.CDLL, list[str]]:
     return lib, names
 
 
+# ---- which device each tensor would be on ------------------------------------------------------
+
+DEVICE = "cpu:0"  # what the emulated tests use for "cuda": a CPU device, told apart by its index
+DEV, HOST = "GPU", "host"
+# ops that take tensors of both sides on a GPU too: copies across devices, indexing with a CPU
+# index, the moves themselves, printing
+_MIXED_OK = {"copy_", "__getitem__", "__setitem__", "to", "cpu", "cuda", "__repr__", "__str__",
+             "__format__"}
+TRACKER = None  # the active DeviceTracker, for the kernel-argument check
+
+
+def _device_arg(args, kwargs):
+    """The device a call names (``device=`` or a device-like positional of ``.to``), else None."""
+    d = kwargs.get("device")
+    if d is None:
+        for a in args[1:2]:  # Tensor.to(device, ...) / Tensor.to("cpu:0")
+            if isinstance(a, (str, torch.device)):
+                d = a
+    return None if d is None else torch.device(d)
+
+
+class DeviceTracker(TorchFunctionMode):
+    """Follows which CPU tensors stand for GPU tensors (see the module docstring).
+
+    A tensor's side is GPU (moved or created with ``device=DEVICE``, or computed from a GPU
+    tensor), host (created without a device, ``.cpu()``, or computed from host tensors only), or
+    unknown (anything else, e.g. made by the code under test with ``device=x.device``, which is
+    plain "cpu" here, or by autograd): unknown mixes with both."""
+
+    def __init__(self):
+        super().__init__()
+        self._where = WeakIdKeyDictionary()
+
+    def side(self, t):
+        return self._where.get(t)
+
+    def __enter__(self):
+        global TRACKER
+        self._outer = TRACKER
+        TRACKER = self
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        global TRACKER
+        TRACKER = self._outer
+        return super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        sides = [self._where.get(t) for t in ins]
+        if name not in _MIXED_OK and DEV in sides:
+            host = [t for t, sd in zip(ins, sides) if sd == HOST and t.dim() > 0]
+            if host:
+                raise EmulationError(
+                    f"{name or func}: a GPU tensor with a host (CPU) tensor of shape "
+                    f"{tuple(host[0].shape)}; on a GPU: 'Expected all tensors to be on the same "
+                    "device'")
+        if name == "numpy" and DEV in sides:
+            raise EmulationError(".numpy() of a GPU tensor (on a GPU: move it with .cpu() first)")
+        out = func(*args, **kwargs)
+        if name == "__set__" and len(ins) == 2 and ins[0] is args[0]:  # t.data = other
+            self._where.pop(ins[0], None)
+            if sides[1] is not None:
+                self._where[ins[0]] = sides[1]
+            return out
+        dev = _device_arg(args, kwargs) if name not in ("cpu", "cuda") else None
+        if name == "cpu" and out is not args[0]:
+            side = HOST
+        elif name == "cuda" or dev == torch.device(DEVICE):
+            side = DEV
+        elif dev is not None or name == "cpu":
+            # plain "cpu" (the code's own device choice, e.g. x.device), or a .cpu() that
+            # returned its input itself (a GPU tensor for the code, a host one for its caller)
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self._where.pop(t, None)
+            return out
+        elif not ins:  # a factory without a device: the host
+            side = HOST
+        elif DEV in sides:
+            side = DEV
+        elif HOST in sides and all(sd == HOST or t.dim() == 0 for t, sd in zip(ins, sides)):
+            side = HOST
+        else:
+            side = None
+        if side is not None:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self._where[t] = side
+        return out
+
+
 # ---- the cupy stand-in -------------------------------------------------------------------------
 
 class EmuArray:
@@ -201,6 +305,9 @@ class EmuArray:
     def __init__(self, t: torch.Tensor):
         if t.device.type != "cpu":
             raise EmulationError(f"the emulator runs on CPU tensors, got one on {t.device}")
+        if TRACKER is not None and TRACKER.side(t) == HOST:
+            raise EmulationError(f"a host (CPU) tensor of shape {tuple(t.shape)} was handed to a "
+                                 "kernel: on a GPU that is an illegal memory access")
         self.tensor = t
         self.contiguous = t.is_contiguous()
         self.ptr = t.data_ptr()

@@ -216,6 +216,41 @@ def _asan():
 
 
 @pytest.mark.slow
+def test_device_tracker_refuses_what_a_gpu_refuses():
+    """GPU tensors are those moved or made with device=E.DEVICE (and what is computed from
+    them); host ones are made without a device. Mixing them, .numpy() of a GPU tensor and a
+    host tensor handed to a kernel raise; 0-dim host tensors, unknown tensors (the code's own
+    device=x.device, plain "cpu" here), copies and indexing mix."""
+    with E.DeviceTracker() as tr:
+        g = torch.ones(4).to(E.DEVICE)
+        h = torch.ones(4)
+        assert tr.side(g) == E.DEV and tr.side(h) == E.HOST
+        assert tr.side(g * 2 + torch.tensor(3.0)) == E.DEV  # python and 0-dim host scalars
+        for bad in (lambda: g + h, lambda: torch.cat([g, h]), lambda: h.mul_(g)):
+            with pytest.raises(E.EmulationError, match="host .CPU. tensor of shape .4,."):
+                bad()
+        with pytest.raises(E.EmulationError, match="numpy"):
+            g.numpy()
+        u = torch.zeros(4, device=g.device)  # plain "cpu": the device of the code's choosing
+        assert tr.side(u) is None and tr.side(g + u) == E.DEV and tr.side(h + u) is None
+        assert tr.side(h.to(g.device)) is None  # .to(x.device) may return h itself: unknown
+        assert tr.side(torch.zeros(2, device=E.DEVICE)) == E.DEV
+        assert tr.side(g.double().cpu()) is None  # .cpu() of a CPU tensor returns it itself
+        g.copy_(torch.arange(4.0))  # host -> GPU copies and CPU indices are fine on a GPU
+        assert g[torch.tensor([0, 2])].tolist() == [0.0, 2.0]
+        lin = torch.nn.Linear(4, 2)
+        assert tr.side(lin.weight) is None  # made by nn.Parameter, outside torch's functions
+        lin.to(E.DEVICE)  # Module.to sets param.data: the Parameter itself moves
+        assert tr.side(lin.weight) == E.DEV and tr.side(lin(g)) == E.DEV
+        with pytest.raises(E.EmulationError, match="host .CPU. tensor of shape .4,. was handed"):
+            module(SAXPY).get_function("saxpy")((1,), (4,), (arr(torch.ones(4)), np.int64(4),
+                                                              np.float32(1), arr(g)))
+        module(SAXPY).get_function("saxpy")((1,), (4,), (arr(g), np.int64(4), np.float32(1),
+                                                         arr(u)))
+    assert E.TRACKER is None
+    torch.ones(2).numpy()  # and nothing is checked outside
+
+
 def test_address_sanitizer_catches_a_read_past_the_end(tmp_path):
     script = tmp_path / "oob.py"
     script.write_text(OOB.format(tests=str(E.HERE)))
