@@ -26,7 +26,9 @@ And one check the CPU tensors would otherwise hide: which device a tensor would 
 tensors (moved or created with ``device=DEVICE``, "cpu:0", or computed from such) and those
 that are plainly on the host (made without a device), and raises where a GPU would refuse: an
 op mixing the two (a 0-dim host tensor is allowed, as in torch), ``.numpy()`` of a GPU tensor,
-or a host tensor handed to a kernel.
+or a host tensor (or its data pointer) handed to a kernel. Its limit: torch runs the body of a
+custom op (``torch.library``: the LIF family, LI, LTC) with the mode off, so tensors made in
+there are unknown to it; the op's inputs and outputs are followed.
 """
 
 from __future__ import annotations
@@ -239,6 +241,16 @@ class DeviceTracker(TorchFunctionMode):
     def side(self, t):
         return self._where.get(t)
 
+    def check_pointer(self, ptr: int, what: str) -> None:
+        """A kernel's pointer argument: an error when the only live tensors known to start at
+        that address are host ones."""
+        with torch._C.DisableTorchFunction():
+            at = [sd for t, sd in list(self._where.items())
+                  if t.numel() > 0 and t.data_ptr() == ptr]
+        if at and all(sd == HOST for sd in at):
+            raise EmulationError(f"{what}: the data of a host (CPU) tensor was handed to a "
+                                 "kernel: on a GPU that is an illegal memory access")
+
     def __enter__(self):
         global TRACKER
         self._outer = TRACKER
@@ -380,6 +392,8 @@ class Function:
                                      f"{tuple(a.tensor.shape)}, strides {a.tensor.stride()}); "
                                      "the kernel gets only its data pointer")
             ok = got == want or (want == "p" and got == "i8")
+            if want == "p" and got == "i8" and TRACKER is not None and int(a):
+                TRACKER.check_pointer(int(a), f"{self.name} argument {i}")
             if not ok:
                 raise EmulationError(f"{self.name} argument {i}: the kernel takes "
                                      f"{_describe(want)}, got {_describe(got)} "

@@ -245,8 +245,14 @@ def test_device_tracker_refuses_what_a_gpu_refuses():
         with pytest.raises(E.EmulationError, match="host .CPU. tensor of shape .4,. was handed"):
             module(SAXPY).get_function("saxpy")((1,), (4,), (arr(torch.ones(4)), np.int64(4),
                                                               np.float32(1), arr(g)))
+        host = torch.ones(4)
+        with pytest.raises(E.EmulationError, match="saxpy argument 0: the data of a host"):
+            module(SAXPY).get_function("saxpy")((1,), (4,), (np.uint64(host.data_ptr()),
+                                                              np.int64(4), np.float32(1), arr(g)))
         module(SAXPY).get_function("saxpy")((1,), (4,), (arr(g), np.int64(4), np.float32(1),
                                                          arr(u)))
+        module(SAXPY).get_function("saxpy")((1,), (4,), (np.uint64(g.data_ptr()), np.int64(4),
+                                                         np.float32(1), np.uint64(u.data_ptr())))
     assert E.TRACKER is None
     torch.ones(2).numpy()  # and nothing is checked outside
 
