@@ -60,3 +60,20 @@ def run_and_grad(run, x, state, p, leaves, record=True):
     loss_of(out, final, traj).backward()
     grads = [None if t.grad is None else t.grad.clone() for t in leaves]
     return out, final, traj, grads
+
+
+def assert_time_summed_loss_grads(run, x, state, p, leaves, loss: str, backend: str) -> None:
+    """The gradients of a loss summed over steps (``loss`` "sum": ``out.sum()``; "spike
+    count": weighted spike counts), which reach the backward broadcast over time, through
+    ``backend`` equal the reference's (``run(x, state, p, backend=...)``, float64)."""
+    w = weights_like(x[0], 3)
+
+    def grads(b):
+        for t in leaves:
+            t.grad = None
+        out = run(x, state, p, backend=b)[0]
+        (out.sum() if loss == "sum" else (out.sum(0) * w).sum()).backward()
+        return [t.grad for t in leaves]
+    ref, got = grads("reference"), grads(backend)
+    for k, (a, b) in enumerate(zip(got, ref)):
+        assert_close(f"grad[{k}]", a, b, torch.float64)

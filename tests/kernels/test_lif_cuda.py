@@ -11,7 +11,7 @@ exactly as the reference's float32 upcast, then rounded once.
 import pytest
 import torch
 from cuda_emu import needs_gpu
-from fused_helpers import TOL, assert_close, run_and_grad, weights_like
+from fused_helpers import TOL, assert_close, assert_time_summed_loss_grads, run_and_grad
 from test_li_fused import make_case as make_li
 from test_lif_fused import KINDS, make_case
 
@@ -94,7 +94,6 @@ def test_lif_cuda_gradient_broadcast_over_time_is_read_as_one_row(kind, loss, cu
     gradients."""
     case = make_case(kind, per_neuron=True, dtype=torch.float64, shape=(30, 3, 70))
     x, state, p, leaves = to_cuda(*case[:3], torch.float64, cuda_device)
-    w = weights_like(x[0], 3)
     seen = []
     real = CU._grad_rows
 
@@ -103,18 +102,9 @@ def test_lif_cuda_gradient_broadcast_over_time_is_read_as_one_row(kind, loss, cu
         seen.append((tuple(row.shape), ts, m))
         return row, ts
     monkeypatch.setattr(CU, "_grad_rows", spy)
-
-    def grads(backend):
-        for t in leaves:
-            t.grad = None
-        out = K.run(x, state, p, backend=backend)[0]
-        (out.sum() if loss == "sum" else (out.sum(0) * w).sum()).backward()
-        return [t.grad for t in leaves]
-    ref, got = grads("reference"), grads("cuda")
+    assert_time_summed_loss_grads(K.run, x, state, p, leaves, loss, "cuda")
     m = x[0].numel()
     assert seen == [((1, m), 0, m)]
-    for k, (a, b) in enumerate(zip(got, ref)):
-        assert_close(f"grad[{k}]", a, b, torch.float64)
 
 
 @pytest.mark.parametrize("syn", [False, True])

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from fused_helpers import assert_close, run_and_grad, weights_like
+from fused_helpers import assert_close, assert_time_summed_loss_grads, run_and_grad
 
 import spiking
 from spiking import surrogate as S
@@ -155,7 +155,6 @@ def test_gradient_broadcast_over_time_is_read_as_one_row(kind, loss, monkeypatch
     backward broadcast over time (stride 0); the kernels read its one row instead of a
     materialised copy, with the gradients of the reference."""
     x, state, p, leaves = make_case(kind, per_neuron=True, dtype=torch.float64)
-    w = weights_like(x[0], 3)
     rows = []
     real = CPU._grad_rows
 
@@ -164,17 +163,8 @@ def test_gradient_broadcast_over_time_is_read_as_one_row(kind, loss, monkeypatch
         rows.append(a.shape)
         return a
     monkeypatch.setattr(CPU, "_grad_rows", spy)
-
-    def grads(backend):
-        for t in leaves:
-            t.grad = None
-        out = K.run(x, state, p, backend=backend)[0]
-        (out.sum() if loss == "sum" else (out.sum(0) * w).sum()).backward()
-        return [t.grad for t in leaves]
-    ref, got = grads("reference"), grads("cpu")
+    assert_time_summed_loss_grads(K.run, x, state, p, leaves, loss, "cpu")
     assert rows == [(1, x[0].numel())]
-    for k, (a, b) in enumerate(zip(got, ref)):
-        assert_close(f"grad[{k}]", a, b, torch.float64)
 
 
 @pytest.mark.parametrize("kind, reset, delay", [
